@@ -18,11 +18,13 @@ N_ID = BASE_IDS["N"]
 VOCAB = SPECIALS + BASES
 VOCAB_SIZE = 16  # 11 used ids, padded to 16 for friendlier embedding/LM-head shapes
 
-_INVALID = 255
-_LUT = np.full(256, _INVALID, dtype=np.uint8)
+INVALID = 255  # marker in BYTE_TO_ID for bytes that are not A/C/G/T/N
+BYTE_TO_ID = np.full(256, INVALID, dtype=np.uint8)  # byte value -> token id (uint8)
 for _base, _id in BASE_IDS.items():
-    _LUT[ord(_base)] = _id
-    _LUT[ord(_base.lower())] = _id
+    BYTE_TO_ID[ord(_base)] = _id
+    BYTE_TO_ID[ord(_base.lower())] = _id
+BYTE_TO_ID.flags.writeable = False
+_LUT, _INVALID = BYTE_TO_ID, INVALID
 
 
 def encode_bytes(seq: bytes | str, *, source: str = "sequence", unknown: str = "error") -> np.ndarray:
@@ -54,27 +56,36 @@ def encode_batch(
     add_eos: bool = False,
     pad_to_multiple_of: int = 1,
     unknown: str = "error",
+    sources: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Many sequences → (ids (B, L) int64, attention_mask (B, L) bool), L = longest (≤ max_len).
 
     Sequences are concatenated into one byte buffer and mapped through the lookup table in a single
     numpy call; specials and padding are placed with array indexing, never per character.
+    Truncation keeps `max_len` tokens in total (specials included); `sources[i]` names sequence i in errors.
     """
     if padding_side not in ("left", "right") or truncation_side not in ("left", "right"):
         raise ValueError("padding_side and truncation_side must be 'left' or 'right'")
+    if unknown not in ("error", "unk"):
+        raise ValueError("unknown must be 'error' or 'unk'")
     raws = [s.encode("ascii", "replace") if isinstance(s, str) else bytes(s) for s in seqs]
     n_special = int(add_cls) + int(add_bos) + int(add_eos)
     body_cap = None if max_len is None else max_len - n_special
     if body_cap is not None and body_cap <= 0:
         raise ValueError(f"max_len={max_len} leaves no room for sequence tokens")
     lengths = np.fromiter((len(r) for r in raws), dtype=np.int64, count=len(raws))
-    flat = _LUT[np.frombuffer(b"".join(raws), dtype=np.uint8)]
+    buf = np.frombuffer(b"".join(raws), dtype=np.uint8)
+    flat = _LUT[buf]
     bad = flat == _INVALID
     if bad.any():
         if unknown == "error":
             pos = int(np.argmax(bad))
             owner = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
-            raise DataError(f"sequence {owner}: invalid character at position {pos - int(lengths[:owner].sum())}")
+            name = sources[owner] if sources is not None else f"sequence {owner}"
+            raise DataError(
+                f"{name}: invalid character {chr(int(buf[pos]))!r} "
+                f"at position {pos - int(lengths[:owner].sum())} (expected A/C/G/T/N)"
+            )
         flat = np.where(bad, UNK_ID, flat)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(raws) else np.zeros(0, np.int64)
     body = lengths if body_cap is None else np.minimum(lengths, body_cap)

@@ -1,0 +1,140 @@
+"""Causal-LM pretraining corpora: genome | task | domain. Items are token windows ids (L+1,) int64.
+
+input = ids[:-1], target = ids[1:]; PAD (0) only ever appears at the right end and `collate_clm` turns
+pad targets into -100 (ignored by cross-entropy).
+
+Which sequences each corpus uses (test sequences are NEVER read into a corpus):
+- genome: train_ds = `windows_per_epoch` windows of the BED's `train` split, redrawn per epoch
+  (`set_epoch`, reproducible from (seed, epoch)); val_ds = `eval_windows` fixed windows of `valid`.
+- task: the task's train split, cut by the same seeded fold split as fine-tuning
+  (`split_train_val(labels, seed, n_folds, fold, val_fraction)`): train_ds = its train part, val_ds =
+  its val part. So a task_spt pretraining run with the same (seed, fold) as the fine-tuning it feeds never
+  sees that fine-tuning's validation sequences (model selection stays unbiased).
+- domain: the same rule applied to every task in `domain_tasks`, concatenated.
+Sequences longer than L+1 tokens are cut into consecutive L+1 chunks; the last chunk is right padded
+(chunks of a single token, which have no target, are dropped).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gdna.config import DataConfig
+from gdna.errors import ConfigError, DataError
+from gdna.data.genome import GenomeWindows
+from gdna.data.genomic_benchmarks import STREAM_SUB_TRAIN, STREAM_SUB_VAL, load_task, pack_tokens, split_train_val, subsample
+from gdna.data.tokenizer import PAD_ID
+
+IGNORE_INDEX = -100
+
+
+class WindowDataset(Dataset):
+    """A fixed set of windows (N, L+1) → items ids (L+1,) int64."""
+
+    def __init__(self, windows: np.ndarray):
+        self.windows = np.ascontiguousarray(windows, dtype=np.uint8)  # (N, L+1) token ids
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.windows[i].astype(np.int64))  # (L+1,)
+
+
+class GenomeEpochDataset(Dataset):
+    """`n` genome windows whose content depends on the epoch: call set_epoch(e) before each pass
+    (like DistributedSampler; with DataLoader workers, use non-persistent workers so they see it).
+    The same (seed, epoch) gives the same windows on every rank and in every run."""
+
+    def __init__(self, genome: GenomeWindows, n: int, epoch: int = 0):
+        if n < 1:
+            raise ConfigError(f"data.windows_per_epoch: must be > 0, got {n}")
+        self.genome, self.n = genome, int(n)
+        self.epoch = -1
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.windows = self.genome.epoch_windows(epoch, self.n).astype(np.uint8)  # (n, L+1)
+            self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.windows[i].astype(np.int64))  # (L+1,)
+
+
+def collate_clm(batch: Sequence[torch.Tensor], trim: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Windows ids (L+1,) → inputs (B,L) int64, targets (B,L) int64 (-100 at pads), mask (B,L) bool.
+
+    trim=True drops trailing columns that are padding in every row (shorter task batches, same loss).
+    """
+    ids = torch.stack(list(batch))  # (B, L+1)
+    if trim:
+        real = int((ids != PAD_ID).sum(dim=1).max())
+        ids = ids[:, : max(real, 2)]
+    inputs, targets = ids[:, :-1], ids[:, 1:].clone()
+    targets[targets == PAD_ID] = IGNORE_INDEX
+    return inputs, targets, inputs != PAD_ID
+
+
+def chunk_windows(seqs: Sequence[bytes], window: int) -> np.ndarray:
+    """Sequences → windows (N, window) uint8: consecutive chunks, last one right padded with PAD."""
+    flat, offsets = pack_tokens(seqs)
+    lengths = np.diff(offsets)
+    n_chunks = -(-lengths // window)  # (S,)
+    seq_of = np.repeat(np.arange(len(seqs)), n_chunks)
+    first_chunk = np.cumsum(n_chunks) - n_chunks
+    k = np.arange(int(n_chunks.sum())) - np.repeat(first_chunk, n_chunks)  # chunk index within its sequence
+    start = offsets[seq_of] + k * window
+    size = np.minimum(window, offsets[seq_of + 1] - start)
+    keep = size >= 2
+    start, size = start[keep], size[keep]
+    out = np.full((len(start), window), PAD_ID, dtype=np.uint8)
+    rows = np.repeat(np.arange(len(start)), size)
+    cols = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    out[rows, cols] = flat[np.repeat(start, size) + cols]
+    return out
+
+
+def task_clm_sequences(data_cfg: DataConfig, task_name: str, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """(train part, val part) of one task's TRAIN split, by the fine-tuning fold split; never test."""
+    task = load_task(data_cfg.root(), task_name)
+    tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
+    return [task.train.seqs[i] for i in tr], [task.train.seqs[i] for i in va]
+
+
+def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """(train_ds, val_ds) of ids (L+1,) windows for data_cfg.corpus (see the module docstring)."""
+    L = data_cfg.context_len
+    if data_cfg.corpus == "genome":
+        fasta, bed = data_cfg.path(data_cfg.genome_fasta), data_cfg.path(data_cfg.genome_bed)
+        train = GenomeEpochDataset(GenomeWindows(fasta, bed, "train", L, seed), data_cfg.windows_per_epoch)
+        val = GenomeWindows(fasta, bed, "valid", L, seed).fixed_windows(data_cfg.eval_windows)
+        return train, WindowDataset(val)
+    if data_cfg.corpus == "task":
+        if not data_cfg.task:
+            raise ConfigError("data.task: the task corpus needs a Genomic Benchmarks task")
+        names: tuple[str, ...] = (data_cfg.task,)
+    elif data_cfg.corpus == "domain":
+        if not data_cfg.domain_tasks:
+            raise ConfigError("data.domain_tasks: the domain corpus needs at least one task")
+        names = tuple(data_cfg.domain_tasks)
+    else:
+        raise ConfigError(f"data.corpus: unknown corpus {data_cfg.corpus!r} (choose from genome, task, domain)")
+    train_seqs: list[bytes] = []
+    val_seqs: list[bytes] = []
+    for name in names:
+        tr, va = task_clm_sequences(data_cfg, name, seed)
+        train_seqs += tr
+        val_seqs += va
+    train_w, val_w = chunk_windows(train_seqs, L + 1), chunk_windows(val_seqs, L + 1)
+    train_w = train_w[subsample(np.arange(len(train_w)), data_cfg.max_train_examples, seed, STREAM_SUB_TRAIN)]
+    val_w = val_w[subsample(np.arange(len(val_w)), data_cfg.max_eval_examples, seed, STREAM_SUB_VAL)]
+    if not len(train_w) or not len(val_w):
+        raise DataError(f"{data_cfg.root()}: the {data_cfg.corpus} corpus is empty")
+    return WindowDataset(train_w), WindowDataset(val_w)

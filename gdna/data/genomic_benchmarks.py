@@ -1,0 +1,292 @@
+"""Genomic Benchmarks tasks: the official on-disk layout, seeded train/val folds, torch Datasets.
+
+Layout: `<root>/genomic_benchmarks/<task>/{train,test}/<class>/<id>.txt`, one bare sequence per file.
+Class ids come from the sorted class-folder names (identical in train and test), files are read in
+sorted name order, so labels and example order never depend on the directory listing order.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gdna.config import DataConfig
+from gdna.errors import ConfigError, DataError
+from gdna.data.tokenizer import BYTE_TO_ID, INVALID, PAD_ID
+
+GB_DIR = "genomic_benchmarks"
+SPLITS = ("train", "test")
+# The eight tasks of the full benchmark (the shared data holds a chr20 subset of four of them).
+ALL_TASKS = (
+    "demo_coding_vs_intergenomic_seqs",
+    "demo_human_or_worm",
+    "dummy_mouse_enhancers_ensembl",
+    "human_enhancers_cohn",
+    "human_enhancers_ensembl",
+    "human_ensembl_regulatory",
+    "human_nontata_promoters",
+    "human_ocr_ensembl",
+)
+# independent random streams (np.random.SeedSequence entropy) so no two uses share draws
+STREAM_SPLIT, STREAM_SUB_TRAIN, STREAM_SUB_VAL, STREAM_SUB_TEST = 0x5B11, 0x5B12, 0x5B13, 0x5B14
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a task: sequences (bytes), labels (N,) int64 and the file of each example."""
+
+    seqs: tuple[bytes, ...]
+    labels: np.ndarray  # (N,) int64, read-only
+    files: tuple[str, ...]  # path of each example's file
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i: int) -> tuple[bytes, int]:
+        return self.seqs[i], int(self.labels[i])
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def lengths(self) -> np.ndarray:  # (N,) int64
+        return np.fromiter((len(s) for s in self.seqs), dtype=np.int64, count=len(self.seqs))
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    path: Path
+    classes: tuple[str, ...]  # sorted class names; label i = classes[i]
+    train: Split
+    test: Split
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def max_len(self) -> int:
+        """Longest sequence of the task (train and test)."""
+        return int(max(self.train.lengths.max(), self.test.lengths.max()))
+
+
+def task_dir(root: str | os.PathLike, task: str) -> Path:
+    return Path(root) / GB_DIR / task
+
+
+def list_tasks(root: str | os.PathLike) -> list[str]:
+    """Task folders present under `<root>/genomic_benchmarks/` (sorted)."""
+    base = Path(root) / GB_DIR
+    if not base.is_dir():
+        return []
+    return sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+
+
+def load_task(root: str | os.PathLike, task: str, *, cache: bool = True) -> Task:
+    """Read one task (cached per (root, task) and process: many trials load the same task)."""
+    if cache:
+        return _load_task_cached(str(Path(root).resolve()), task)
+    return _read_task(Path(root), task)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_task_cached(root: str, task: str) -> Task:
+    return _read_task(Path(root), task)
+
+
+def _read_task(root: Path, task: str) -> Task:
+    path = task_dir(root, task)
+    if not path.is_dir():
+        present = ", ".join(list_tasks(root)) or "none"
+        raise DataError(f"{path}: task folder not found (tasks present: {present}; try `gdna data download`)")
+    class_sets = {}
+    for split in SPLITS:
+        split_dir = path / split
+        if not split_dir.is_dir():
+            raise DataError(f"{split_dir}: split folder not found")
+        class_sets[split] = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+        if len(class_sets[split]) < 2:
+            raise DataError(f"{split_dir}: needs at least 2 class folders, found {len(class_sets[split])}")
+    if class_sets["train"] != class_sets["test"]:
+        raise DataError(
+            f"{path}: class folders differ between train ({', '.join(class_sets['train'])}) "
+            f"and test ({', '.join(class_sets['test'])})"
+        )
+    classes = tuple(class_sets["train"])
+    train, test = (_read_split(path / split, classes) for split in SPLITS)
+    return Task(name=task, path=path, classes=classes, train=train, test=test)
+
+
+def _read_split(split_dir: Path, classes: Sequence[str]) -> Split:
+    seqs: list[bytes] = []
+    labels: list[int] = []
+    files: list[str] = []
+    for label, name in enumerate(classes):
+        class_dir = split_dir / name
+        names = sorted(e.name for e in os.scandir(class_dir) if e.name.endswith(".txt") and e.is_file())
+        if not names:
+            raise DataError(f"{class_dir}: class folder has no <id>.txt sequence files")
+        for fname in names:
+            fpath = os.path.join(class_dir, fname)
+            with open(fpath, "rb") as f:
+                seq = f.read().strip()
+            if not seq:
+                raise DataError(f"{fpath}: empty sequence file")
+            seqs.append(seq)
+            files.append(fpath)
+        labels.extend([label] * len(names))
+    _check_alphabet(seqs, files)
+    lab = np.asarray(labels, dtype=np.int64)
+    lab.flags.writeable = False
+    return Split(seqs=tuple(seqs), labels=lab, files=tuple(files))
+
+
+def _check_alphabet(seqs: Sequence[bytes], files: Sequence[str]) -> None:
+    """One vectorized pass over all bytes; the first bad byte names its file."""
+    buf = np.frombuffer(b"".join(seqs), dtype=np.uint8)
+    bad = BYTE_TO_ID[buf] == INVALID
+    if bad.any():
+        pos = int(np.argmax(bad))
+        ends = np.cumsum([len(s) for s in seqs])
+        owner = int(np.searchsorted(ends, pos, side="right"))
+        at = pos - (int(ends[owner - 1]) if owner else 0)
+        raise DataError(f"{files[owner]}: invalid character {chr(int(buf[pos]))!r} at position {at} (expected A/C/G/T/N)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and subsampling
+
+
+def split_train_val(
+    n_or_labels: int | Sequence[int] | np.ndarray,
+    seed: int,
+    n_folds: int = 5,
+    fold: int = 0,
+    val_fraction: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/val split of range(n) → (train_idx, val_idx), both sorted int64.
+
+    n_folds > 1: a seeded permutation is cut into n_folds near-equal parts and part `fold` is the val set
+    (over all folds the val sets partition range(n)). n_folds == 1: the first round(n * val_fraction) of
+    the permutation. Given labels (an array), the split is stratified: each class is split on its own.
+    """
+    if isinstance(n_or_labels, (int, np.integer)):
+        n = int(n_or_labels)
+        groups = [np.arange(n)]
+    else:
+        labels = np.asarray(n_or_labels)
+        n = len(labels)
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    if n_folds < 1:
+        raise ConfigError(f"data.n_folds: must be ≥ 1, got {n_folds}")
+    if not 0 <= fold < n_folds:
+        raise ConfigError(f"data.fold: {fold} is outside 0..{n_folds - 1}")
+    if n_folds == 1 and not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in (0, 1), got {val_fraction}")
+    if n < max(n_folds, 2):
+        raise DataError(f"cannot split {n} examples into train and val ({n_folds} folds)")
+    rng = np.random.default_rng([int(seed), STREAM_SPLIT])
+    val_parts = []
+    for idx in groups:
+        perm = rng.permutation(idx)
+        if n_folds > 1:
+            val_parts.append(np.array_split(perm, n_folds)[fold])
+        else:
+            val_parts.append(perm[: int(round(len(perm) * val_fraction))])
+    val = np.sort(np.concatenate(val_parts)).astype(np.int64)
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    train = np.flatnonzero(~is_val).astype(np.int64)
+    if not len(val) or not len(train):
+        raise DataError(f"split of {n} examples left an empty train or val set (n_folds={n_folds})")
+    return train, val
+
+
+def subsample(idx: np.ndarray, k: int | None, seed: int, stream: int) -> np.ndarray:
+    """At most k of `idx`, drawn without replacement from (seed, stream); order kept (sorted input stays sorted)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if k is None or k >= len(idx):
+        return idx
+    if k <= 0:
+        raise ConfigError(f"data.max_*_examples: must be > 0, got {k}")
+    rng = np.random.default_rng([int(seed), int(stream)])
+    return idx[np.sort(rng.choice(len(idx), size=k, replace=False))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch datasets for fine-tuning (plain sequence tokens, right padded per batch)
+
+
+def pack_tokens(seqs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences → (flat token ids (T,) uint8, offsets (N+1,) int64), one vectorized lookup."""
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in seqs], out=offsets[1:])
+    flat = BYTE_TO_ID[np.frombuffer(b"".join(seqs), dtype=np.uint8)]
+    if (flat == INVALID).any():
+        raise DataError("sequence contains a character other than A/C/G/T/N")
+    return flat, offsets
+
+
+class ClassificationDataset(Dataset):
+    """Items: (ids (L,) int64, mask (L,) bool, label int), L = min(len(seq), max_len), truncated on the right."""
+
+    def __init__(self, seqs: Sequence[bytes], labels: np.ndarray, max_len: int):
+        if max_len < 1:
+            raise ConfigError(f"data.max_len: must be > 0, got {max_len}")
+        self.tokens, self.offsets = pack_tokens(seqs)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.max_len = int(max_len)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        start = int(self.offsets[i])
+        end = min(int(self.offsets[i + 1]), start + self.max_len)
+        ids = torch.from_numpy(self.tokens[start:end].astype(np.int64))  # (L,)
+        return ids, torch.ones(len(ids), dtype=torch.bool), int(self.labels[i])
+
+
+def collate_cls(batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest item → ids (B,L) int64 (PAD=0), mask (B,L) bool, labels (B,) int64."""
+    L = max(len(item[0]) for item in batch)
+    ids = torch.full((len(batch), L), PAD_ID, dtype=torch.int64)
+    mask = torch.zeros((len(batch), L), dtype=torch.bool)
+    for row, (x, _, _) in enumerate(batch):
+        ids[row, : len(x)] = x
+        mask[row, : len(x)] = True
+    labels = torch.tensor([item[2] for item in batch], dtype=torch.int64)
+    return ids, mask, labels
+
+
+def task_split_indices(task: Task, data_cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) into task.train: the stratified fold split, then seeded subsampling."""
+    tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
+    return (
+        subsample(tr, data_cfg.max_train_examples, seed, STREAM_SUB_TRAIN),
+        subsample(va, data_cfg.max_eval_examples, seed, STREAM_SUB_VAL),
+    )
+
+
+def classification_datasets(
+    data_cfg: DataConfig, seed: int
+) -> tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset, int]:
+    """(train_ds, val_ds, test_ds, n_classes) for data_cfg.task; val is fold `fold` of the task's train split."""
+    if not data_cfg.task:
+        raise ConfigError("data.task: a classification trial needs a Genomic Benchmarks task")
+    task = load_task(data_cfg.root(), data_cfg.task)
+    max_len = data_cfg.max_len or task.max_len
+    tr, va = task_split_indices(task, data_cfg, seed)
+    te = subsample(np.arange(len(task.test)), data_cfg.max_eval_examples, seed, STREAM_SUB_TEST)
+
+    def make(split: Split, idx: np.ndarray) -> ClassificationDataset:
+        return ClassificationDataset([split.seqs[i] for i in idx], split.labels[idx], max_len)
+
+    return make(task.train, tr), make(task.train, va), make(task.test, te), task.n_classes
