@@ -1,0 +1,115 @@
+"""Read a sweep's trial runs from MLflow into one tidy DataFrame (DESIGN.md, "MLflow schema").
+
+Columns: `run_id`, `run_name`, `stage`, `arch`, `strategy`, `task`, `seed`, `fold`, `status`
+(gdna.status), `lr`, `batch_size`, `context_len`, `n_classes`, `test_acc`, `best_val_acc`,
+`val_score` (best_val_acc, else the last val_acc), `outcome` ("ok", "diverged", "errored",
+"no test_acc"), `ok` (bool), plus every raw `params.*`, `metrics.*`, `tags.*` column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gdna.errors import GdnaError
+
+TRIAL_FILTER = "tags.`gdna.role` = 'trial'"
+FAILED_STATUSES = ("diverged", "errored")
+DEFAULT_STORAGE = "runs"
+
+
+def default_tracking_uri(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> str:
+    """`sqlite:///<storage>/sweeps/<name>/mlflow.db`, the sweep's default store (DESIGN.md).
+
+    Kept here until gdna.tracking exposes the same helper.
+    """
+    return f"sqlite:///{sweep_db_path(sweep_name, storage)}"
+
+
+def sweep_db_path(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> Path:
+    return (Path(storage) / "sweeps" / sweep_name / "mlflow.db").resolve()
+
+
+def find_experiment(tracking_uri: str, name_or_id: str):
+    """The MLflow experiment named `name_or_id`, else with that id; GdnaError naming both if neither."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name_or_id)
+    if experiment is None and str(name_or_id).isdigit():
+        try:
+            experiment = client.get_experiment(str(name_or_id))
+        except MlflowException:
+            experiment = None
+    if experiment is None:
+        names = [e.name for e in client.search_experiments()]
+        raise GdnaError(f"experiment {name_or_id!r} not found in {tracking_uri} "
+                        f"(experiments there: {', '.join(names) or 'none'})")
+    return experiment
+
+
+def load_runs(tracking_uri: str, experiment: str, stage: str | None = "finetune") -> pd.DataFrame:
+    """All trial child runs of sweep `experiment` (name or id), one row each, columns as above.
+
+    `stage` keeps only runs tagged gdna.stage=<stage> (None: every stage).
+    """
+    import mlflow
+
+    exp = find_experiment(tracking_uri, experiment)
+    query = TRIAL_FILTER + (f" and tags.`gdna.stage` = '{stage}'" if stage else "")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        raw = mlflow.search_runs([exp.experiment_id], filter_string=query, output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return normalize_runs(raw)
+
+
+def normalize_runs(raw: pd.DataFrame) -> pd.DataFrame:
+    """mlflow.search_runs output → the tidy columns of this module (numeric lr/batch/seed...)."""
+    df = raw.copy().reset_index(drop=True)
+
+    def col(*names, default=np.nan):
+        for name in names:
+            if name in df.columns:
+                values = df[name]
+                if values.notna().any():
+                    return values
+        return pd.Series([default] * len(df), index=df.index, dtype=object)
+
+    out = pd.DataFrame(index=df.index)
+    out["run_id"] = col("run_id")
+    out["run_name"] = col("tags.mlflow.runName")
+    out["stage"] = col("tags.gdna.stage")
+    out["arch"] = col("tags.arch", "params.model.arch")
+    out["strategy"] = col("tags.strategy", "params.strategy")
+    out["task"] = col("tags.task", "params.data.task")
+    out["seed"] = pd.to_numeric(col("tags.seed", "params.train.seed"), errors="coerce")
+    out["fold"] = pd.to_numeric(col("tags.fold", "params.data.fold", default=0), errors="coerce").fillna(0)
+    out["status"] = col("tags.gdna.status", default="finished").fillna("finished")
+    out["lr"] = pd.to_numeric(col("params.train.lr"), errors="coerce")
+    out["batch_size"] = pd.to_numeric(col("params.train.batch_size"), errors="coerce")
+    out["context_len"] = pd.to_numeric(col("params.pretrain.context_len", "params.pretrain_context_len",
+                                           "params.data.context_len"), errors="coerce")
+    out["n_classes"] = pd.to_numeric(col("params.model.n_classes"), errors="coerce")
+    out["test_acc"] = pd.to_numeric(col("metrics.test_acc"), errors="coerce")
+    out["best_val_acc"] = pd.to_numeric(col("metrics.best_val_acc"), errors="coerce")
+    out["val_score"] = out["best_val_acc"].fillna(pd.to_numeric(col("metrics.val_acc"), errors="coerce"))
+    for name in ("seed", "fold", "batch_size", "context_len", "n_classes"):
+        out[name] = out[name].astype("Int64")
+    out["outcome"] = [outcome_of(s, t) for s, t in zip(out["status"], out["test_acc"])]
+    out["ok"] = out["outcome"] == "ok"
+    raw_cols = [c for c in df.columns if c.startswith(("params.", "metrics.", "tags."))]
+    return pd.concat([out, df[raw_cols]], axis=1)
+
+
+def outcome_of(status: str, test_acc: float) -> str:
+    """"diverged"/"errored" from gdna.status, "no test_acc" when the metric is missing, else "ok"."""
+    if status in FAILED_STATUSES:
+        return status
+    if test_acc is None or not np.isfinite(test_acc):
+        return "no test_acc"
+    return "ok"
