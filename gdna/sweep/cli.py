@@ -1,0 +1,166 @@
+"""`gdna sweep | resume | status | ui`.
+
+    gdna sweep sweeps/quickstart.yaml --plan      # print the stage DAG and trial counts (no Ray)
+    gdna sweep sweeps/quickstart.yaml             # run it (refuses if the sweep name exists)
+    gdna sweep sweeps/quickstart.yaml --resume    # continue an interrupted sweep
+    gdna resume quickstart [--storage runs]       # same, from the stored resolved spec
+    gdna status quickstart [--storage runs]       # per-stage done / running / errored counts
+    gdna ui quickstart [--port 5000]              # MLflow UI on the sweep's tracking store
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="plan or run a sweep spec (sweeps/*.yaml)")
+    p.add_argument("spec", help="sweep spec file (or a name in sweeps/)")
+    p.add_argument("--plan", action="store_true", help="print the stage DAG and trial counts, run nothing")
+    p.add_argument("--resume", action="store_true", help="continue the sweep of this name")
+    _common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("name")
+    p.add_argument("--storage", default=None, help="storage path the sweep was started with (default runs)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="per-stage done / running / errored counts of a sweep")
+    p.add_argument("name")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
+    p.add_argument("name")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--print-only", action="store_true", help="print the command and URL, start nothing")
+    p.set_defaults(func=cmd_ui)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=None, help="override the spec's storage path")
+    p.add_argument("--data-root", default=None, help="override the spec's data_root (else GDNA_DATA_ROOT)")
+    p.add_argument("--tracking-uri", default=None, help="override the MLflow tracking URI")
+
+
+def _storage(args) -> str:
+    return args.storage or os.environ.get("GDNA_STORAGE") or "runs"
+
+
+def cmd_sweep(args) -> int:
+    from gdna.sweep.spec import load_spec
+
+    overrides = {"storage": args.storage, "data_root": args.data_root, "tracking_uri": args.tracking_uri}
+    if args.plan:
+        from gdna.sweep.plan import build_plan
+
+        spec = load_spec(args.spec, **overrides)
+        print(build_plan(spec).describe())
+        return 0
+    spec = load_spec(args.spec, check_data=True, **overrides)
+    from gdna.sweep.run import run_sweep
+
+    return run_sweep(spec, resume=args.resume)
+
+
+def cmd_resume(args) -> int:
+    from gdna.sweep.run import load_sweep, run_sweep
+
+    return run_sweep(load_sweep(args.name, _storage(args)), resume=True)
+
+
+def sweep_status(name: str, storage: str) -> dict:
+    from gdna.sweep.plan import build_plan
+    from gdna.sweep.run import load_sweep
+    from gdna.tracking import SweepTracker, default_artifact_location
+
+    spec = load_sweep(name, storage)
+    plan = build_plan(spec)
+    d = spec.sweep_dir()
+    try:
+        stages = json.loads((d / "stages.json").read_text())
+    except (OSError, ValueError):
+        stages = {}
+    tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), d))
+    counts = tracker.stage_counts()
+    alive = False
+    try:
+        pid = int((d / "driver.pid").read_text())
+        os.kill(pid, 0)
+        alive = True
+    except (OSError, ValueError):
+        pass
+    planned = {"pretrain": len(plan.pretrain), "finetune": plan.n_finetune}
+    out = {"name": name, "dir": str(d), "tracking_uri": spec.tracking(), "driver_running": alive, "stages": {}}
+    for stage in ("pretrain", "finetune"):
+        c = counts.get(stage, {})
+        done = c.get("finished", 0) + c.get("diverged", 0)
+        out["stages"][stage] = {
+            "state": stages.get(stage, {}).get("status", "pending"), "planned": planned[stage], "done": done,
+            "diverged": c.get("diverged", 0), "running": c.get("running", 0), "errored": c.get("errored", 0),
+            "not_started": max(0, planned[stage] - sum(c.values())) if stage == "finetune" else
+            max(0, planned[stage] - sum(c.values())),
+        }
+    return out
+
+
+def cmd_status(args) -> int:
+    st = sweep_status(args.name, _storage(args))
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"sweep {st['name']} ({st['dir']}); driver {'running' if st['driver_running'] else 'not running'}")
+    print(f"{'stage':<10}{'state':<10}{'planned':>8}{'done':>6}{'running':>9}{'errored':>9}{'not started':>13}")
+    for stage, s in st["stages"].items():
+        running = s["running"]
+        print(f"{stage:<10}{s['state']:<10}{s['planned']:>8}{s['done']:>6}{running:>9}{s['errored']:>9}{s['not_started']:>13}")
+    if not st["driver_running"] and any(s["running"] for s in st["stages"].values()):
+        print(f"(the driver is not running: 'running' trials were interrupted; continue with `gdna resume {st['name']}`)")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from gdna.sweep.run import load_sweep
+
+    spec = load_sweep(args.name, _storage(args))
+    uri = spec.tracking()
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow for sweep {args.name} is served at {uri} (on a cluster: ssh -L 5000:localhost:5000 <head>)")
+        return 0
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
+    cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI for sweep {args.name}: http://{args.host}:{args.port}  (experiment '{args.name}')")
+    print(" ".join(cmd), flush=True)
+    if args.print_only:
+        return 0
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gdna.sweep.cli ...`: the sweep commands alone (same error handling as gdna.cli)."""
+    from gdna.errors import GdnaError
+
+    parser = argparse.ArgumentParser(prog="gdna")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GdnaError as e:
+        print(f"gdna: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gdna: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""MLflow tracking for sweeps, written ONLY from the sweep driver (one writer per sqlite store).
+
+Layout (the schema in DESIGN.md, read by gdna.analysis):
+- experiment = sweep name (tag `gdna.sweep`), artifact location explicit for file/sqlite stores;
+- one parent run per stage (run name = stage; tags gdna.sweep, gdna.stage, gdna.role=stage);
+- one child run per trial (tags mlflow.parentRunId, gdna.role=trial, gdna.sweep, gdna.stage,
+  gdna.trial_key, config_hash, git_commit, arch, strategy, task, seed, fold, gdna.status;
+  params = flattened resolved TrialConfig + strategy; metrics with step = epoch (cls) or optimizer
+  step (clm); artifact config/trial.json; tag checkpoint_path).
+
+Run ids are ours: a child run is found by (stage, gdna.trial_key), so restoring a sweep never creates a
+second run for a trial, and on first contact with an existing run we read the highest step already
+logged per metric so that re-reported results are never logged twice.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gdna.config import flatten
+
+TRIAL_STATUSES = ("running", "finished", "diverged", "errored")
+# per-report metrics (step-indexed) and final metrics (logged once), as gdna.train reports them
+STEP_METRICS = ("train_loss", "val_loss", "val_acc", "val_ppl", "lr", "epoch", "step")
+FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_val_loss", "best_val_ppl", "best_step")
+_METRIC_PREFIXES = ("train_", "val_", "test_", "best_")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_artifact_location(tracking_uri: str, sweep_dir: Path) -> str | None:
+    """Explicit artifact root for local stores (MLflow 3 refuses to guess); remote servers choose their own."""
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return (Path(sweep_dir) / "artifacts").resolve().as_uri()
+    return None
+
+
+class SweepTracker:
+    """Find-or-create MLflow runs for one sweep; dedupes metric steps per (run, key)."""
+
+    def __init__(self, tracking_uri: str, sweep: str, artifact_location: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.sweep = sweep
+        self.artifact_location = artifact_location
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client = None
+        self._exp_id: str | None = None
+        self._parents: dict[str, str] = {}
+        self._children: dict[tuple[str, str], str] | None = None
+        self._max_step: dict[str, dict[str, int]] = {}  # run_id → key → highest logged step
+        self._commit: str | None = None
+
+    def __getstate__(self) -> dict:  # pickled inside Tune's tuner.pkl: keep only the addresses
+        return {"tracking_uri": self.tracking_uri, "sweep": self.sweep, "artifact_location": self.artifact_location}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -------------------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            if self.tracking_uri.startswith("sqlite:///"):
+                Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._exp_id is None:
+            exp = self.client.get_experiment_by_name(self.sweep)
+            if exp is None:
+                self._exp_id = self.client.create_experiment(
+                    self.sweep, artifact_location=self.artifact_location, tags={"gdna.sweep": self.sweep}
+                )
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(exp.experiment_id)
+                self._exp_id = exp.experiment_id
+        return self._exp_id
+
+    @property
+    def commit(self) -> str:
+        if self._commit is None:
+            self._commit = git_commit()
+        return self._commit
+
+    def _search(self, filter_string: str) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def stage_run(self, stage: str) -> str:
+        """The parent run of `stage` (created on first use)."""
+        if stage not in self._parents:
+            found = self._search(f"tags.`gdna.role` = 'stage' and tags.`gdna.stage` = '{stage}'")
+            if found:
+                self._parents[stage] = sorted(found, key=lambda r: r.info.start_time)[0].info.run_id
+            else:
+                run = self.client.create_run(
+                    self.experiment_id, run_name=stage,
+                    tags={"gdna.sweep": self.sweep, "gdna.stage": stage, "gdna.role": "stage", "git_commit": self.commit},
+                )
+                self._parents[stage] = run.info.run_id
+        return self._parents[stage]
+
+    def _child_index(self) -> dict[tuple[str, str], str]:
+        if self._children is None:
+            self._children = {}
+            for r in sorted(self._search("tags.`gdna.role` = 'trial'"), key=lambda r: r.info.start_time):
+                k = (r.data.tags.get("gdna.stage", ""), r.data.tags.get("gdna.trial_key", ""))
+                self._children.setdefault(k, r.info.run_id)
+        return self._children
+
+    def find_trial_run(self, stage: str, key: str) -> str | None:
+        return self._child_index().get((stage, key))
+
+    def trial_run(
+        self, stage: str, key: str, *, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
+        config: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Find the child run of (stage, key) or create it with its tags, params and config artifact."""
+        run_id = self.find_trial_run(stage, key)
+        if run_id is not None:
+            self._load_steps(run_id)
+            return run_id
+        from mlflow.entities import Param
+
+        parent = self.stage_run(stage)
+        all_tags = {
+            "mlflow.parentRunId": parent, "gdna.role": "trial", "gdna.sweep": self.sweep, "gdna.stage": stage,
+            "gdna.trial_key": key, "git_commit": self.commit, "gdna.status": "running",
+            **{k: str(v) for k, v in tags.items()},
+        }
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
+        items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+        if config is not None:
+            self.client.log_dict(run_id, dict(config), "config/trial.json")
+        self._child_index()[(stage, key)] = run_id
+        self._max_step[run_id] = {}
+        return run_id
+
+    def _load_steps(self, run_id: str) -> None:
+        if run_id in self._max_step:
+            return
+        steps: dict[str, int] = {}
+        for key in self.client.get_run(run_id).data.metrics:
+            hist = self.client.get_metric_history(run_id, key)
+            if hist:
+                steps[key] = max(m.step for m in hist)
+        self._max_step[run_id] = steps
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> int:
+        """Log the metrics whose `step` is beyond what the run already has for that key; returns how many."""
+        from mlflow.entities import Metric
+
+        self._load_steps(run_id)
+        seen = self._max_step[run_id]
+        now = int(time.time() * 1000)
+        batch = []
+        for k, v in metrics.items():
+            if k in seen and step <= seen[k]:
+                continue
+            batch.append(Metric(k, float(v), now, int(step)))
+            seen[k] = int(step)
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[i:i + 500])
+        return len(batch)
+
+    def set_status(self, run_id: str, status: str, **tags: Any) -> None:
+        self.client.set_tag(run_id, "gdna.status", status)
+        for k, v in tags.items():
+            if v is not None:
+                self.client.set_tag(run_id, k, str(v))
+        if status == "running":
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(run_id, "FAILED" if status == "errored" else "FINISHED")
+
+    def end_stage(self, stage: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.stage_run(stage), status)
+
+    # -------------------------------------------------------------------------------------
+    def stage_counts(self) -> dict[str, dict[str, int]]:
+        """stage → {gdna.status: count} over the child runs."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._search("tags.`gdna.role` = 'trial'"):
+            st = r.data.tags.get("gdna.stage", "?")
+            s = r.data.tags.get("gdna.status", "?")
+            out.setdefault(st, {}).setdefault(s, 0)
+            out[st][s] += 1
+        return out
+
+
+def _param_str(v: Any) -> str:
+    s = "" if v is None else str(list(v) if isinstance(v, tuple) else v)
+    return s[:6000]
+
+
+def numeric_metrics(result: Mapping[str, Any], extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """The reported training metrics in a Tune result (Tune's own bookkeeping keys left out)."""
+    out = {}
+    for k, v in result.items():
+        if not (k in STEP_METRICS or k in FINAL_METRICS or k in extra or k.startswith(_METRIC_PREFIXES)):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            v = float("nan") if math.isnan(v) else v
+        out[k] = float(v)
+    return out
+
+
+def trial_tags(meta: Mapping[str, Any], config_hash: str) -> dict[str, str]:
+    return {
+        "arch": meta.get("arch", ""), "strategy": meta.get("strategy", ""), "task": meta.get("task", "") or "",
+        "seed": str(meta.get("seed", "")), "fold": str(meta.get("fold", "")), "config_hash": config_hash,
+    }
+
+
+def trial_params(trial_dict: Mapping[str, Any], strategy: str) -> dict[str, Any]:
+    p = flatten(trial_dict)
+    p["strategy"] = strategy
+    return p
