@@ -1,0 +1,445 @@
+"""The training loop that Ray Train's TorchTrainer runs on every worker, for both objectives.
+
+    cls  fine-tuning on a Genomic Benchmarks task: `epochs` epochs (early stopping with `patience` on
+         validation accuracy), a report + checkpoint per epoch, and at the end the test accuracy of the
+         best-VALIDATION model (never selected on test).
+    clm  causal-LM pretraining: `max_steps` optimizer steps, validate + report + checkpoint every
+         `eval_every` steps (and at the last step); the lowest-validation-loss model is exported to
+         `<export_dir>/backbone.pt` (+ `done.json`, written last).
+
+`train_loop_per_worker(config)` is the Ray entry point; `run(config, runtime)` is the same loop with
+an explicit runtime (`LocalRuntime` runs it in-process for tests and the overhead benchmark).
+config = {"trial": TrialConfig.to_dict(), "verbose": bool, "fail_after": int | None, "fail_marker": path}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gdna.config import ModelConfig, TrialConfig, to_dict
+from gdna.errors import ConfigError
+from gdna.train import batches as B
+from gdna.train import checkpoint as C
+from gdna.train.runtime import RayRuntime, Runtime
+from gdna.train.schedule import build_optimizer, build_scheduler
+from gdna.train.steps import batch_count, batch_tokens, evaluate, perplexity, train_step
+
+EXPORT_FILE = "backbone.pt"
+DONE_FILE = "done.json"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the test hook `fail_after` (once per marker file) to simulate a crash."""
+
+
+def train_loop_per_worker(config: dict) -> None:
+    run(config, RayRuntime())
+
+
+def run(config: dict, rt: Runtime) -> dict[str, Any]:
+    """Train (or resume, or re-report a finished run) and return the final metrics."""
+    trial = TrialConfig.from_dict(config["trial"]).validate()
+    loop = _Loop(trial, rt, config)
+    return loop.run()
+
+
+# ---------------------------------------------------------------------------------------------
+class _Loop:
+    def __init__(self, trial: TrialConfig, rt: Runtime, config: dict):
+        self.trial, self.rt, self.cfg = trial, rt, trial.train
+        self.verbose = bool(config.get("verbose", False))
+        self.fail_after = config.get("fail_after")
+        self.fail_marker = config.get("fail_marker")
+        # decided once at start, identically on every rank (rank 0 writes the marker when it fires)
+        self._fail_armed = self.fail_after is not None and not (self.fail_marker and Path(self.fail_marker).exists())
+        self.objective = self.cfg.objective
+        self.local_batch, self.micro = B.per_worker_batch(self.cfg.batch_size, rt.world_size, self.cfg.micro_batch_size)
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _datasets(self) -> None:
+        seed = self.cfg.seed
+        if self.objective == "cls":
+            from gdna.data.genomic_benchmarks import classification_datasets
+
+            self.train_ds, self.val_ds, self.test_ds, n_classes = classification_datasets(self.trial.data, seed)
+            self.model_cfg = dataclasses.replace(self.trial.model, n_classes=int(n_classes))
+        else:
+            from gdna.data.corpora import clm_datasets
+
+            self.train_ds, self.val_ds = clm_datasets(self.trial.data, seed)
+            self.test_ds = None
+            self.model_cfg = self.trial.model
+        self.collate = _collate_fn(self.objective)
+
+    def _init_payload(self) -> dict | None:
+        path = self.trial.init_checkpoint
+        if not path:
+            return None
+        if not Path(path).is_file():
+            raise ConfigError(f"init_checkpoint: file not found: {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict) or "backbone" not in payload:
+            raise ConfigError(f"init_checkpoint: {path} is not a gdna backbone export (no 'backbone' key)")
+        mc = payload.get("model_config") or {}
+        if mc.get("arch", self.model_cfg.arch) != self.model_cfg.arch:
+            raise ConfigError(
+                f"init_checkpoint: {path} holds a {mc.get('arch')} backbone, the trial is model.arch={self.model_cfg.arch}"
+            )
+        if self.model_cfg.d_model is None and mc.get("d_model"):
+            # the width the pretraining solved for (the budget solver may differ between lm/cls heads)
+            self.model_cfg = dataclasses.replace(self.model_cfg, d_model=int(mc["d_model"]))
+        return payload
+
+    def _build(self, resume: dict | None) -> None:
+        from gdna.models.build import build_model, load_backbone
+
+        payload = None if resume is not None else self._init_payload()
+        if resume is not None and resume.get("model_config"):
+            self.model_cfg = ModelConfig(**{**to_dict(self.model_cfg), **_model_overrides(resume["model_config"])})
+        _seed_everything(self.cfg.seed)
+        model = build_model(self.model_cfg, "cls" if self.objective == "cls" else "lm")
+        if payload is not None:
+            try:
+                load_backbone(model, payload["backbone"])
+            except (RuntimeError, KeyError, ValueError) as e:
+                raise ConfigError(f"init_checkpoint: {self.trial.init_checkpoint} does not fit model {self.model_cfg.arch}: {str(e).splitlines()[0]}") from e
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+        self.model = model
+        self.model_cfg = _resolved(self.model_cfg, model)
+        self.ddp = self.rt.prepare_model(model)  # moves to the device; DDP-wraps when world_size > 1
+        self.optimizer = build_optimizer(model, self.cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.total_steps)
+        use_scaler = self.cfg.precision == "fp16" and self.rt.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda" if use_scaler else "cpu", enabled=use_scaler)
+        if resume is not None:
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.scheduler.load_state_dict(resume["scheduler"])
+            if resume.get("scaler") and use_scaler:
+                self.scaler.load_state_dict(resume["scaler"])
+            C.restore_rng(resume["rng"])
+        self.model.train()
+
+    # -- main -------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        with self.rt.resume_dir() as d:
+            resume = C.load_state(d) if d else None
+        if resume is not None:
+            if resume.get("identity") not in (None, self.trial.identity()):
+                raise ConfigError(
+                    "resume: the run's checkpoint belongs to another trial config; use a new run name"
+                )
+            if resume.get("done"):
+                final = dict(resume["final"])
+                self._event({"event": "rereport", "status": final.get("status")})
+                self.rt.report(final, None)
+                return final
+        self._datasets()
+        self.n_train = len(self.train_ds)
+        if self.n_train < self.rt.world_size:
+            raise ConfigError(f"data: only {self.n_train} training examples for {self.rt.world_size} workers")
+        self.spe = B.steps_per_epoch(self.n_train, self.cfg.batch_size, self.rt.world_size)
+        self.total_steps = self.cfg.epochs * self.spe if self.objective == "cls" else self.cfg.max_steps
+        self._build(resume)
+        s = resume or {}
+        self.epoch = int(s.get("epoch", 0))
+        self.pos = int(s.get("pos", 0))
+        self.step = int(s.get("step", 0))
+        self.best = s.get("best")
+        self.bad_epochs = int(s.get("bad_epochs", 0))
+        self.history = list(s.get("history", []))
+        self.time_train = float(s.get("time_train_s", 0.0))
+        self._event({
+            "event": "start",
+            "resumed_from": (self.epoch if self.objective == "cls" else self.step) if resume is not None else None,
+            "objective": self.objective,
+            "world_size": self.rt.world_size,
+        })
+        final = self._run_cls() if self.objective == "cls" else self._run_clm()
+        self._event({"event": "end", "status": final.get("status")})
+        return final
+
+    # -- cls ----------------------------------------------------------------------------------------
+    def _run_cls(self) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.rt
+        while self.epoch < cfg.epochs:
+            plan = B.rank_plan(self.n_train, cfg.batch_size, rt.world_size, rt.rank, self.micro, cfg.seed, self.epoch)
+            acc = self._train_steps(plan)
+            self.epoch += 1
+            if acc["diverged"]:
+                return self._finish_cls(acc, status="diverged")
+            val = self._eval(self.val_ds)
+            m = {
+                "epoch": self.epoch, "step": self.step, "train_loss": acc["loss"], "val_loss": val["loss"],
+                "val_acc": val["acc"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"], "status": "running",
+                "done": False,
+            }
+            if not math.isfinite(val["loss"]):
+                return self._finish_cls(acc, status="diverged", last=m)
+            if self.best is None or val["acc"] > self.best["value"]:
+                self.best = {"value": val["acc"], "loss": val["loss"], "at": self.epoch, "model": C.cpu_state_dict(self.model)}
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            stop = self.epoch >= cfg.epochs or (cfg.patience is not None and self.bad_epochs >= cfg.patience)
+            if stop:
+                return self._finish_cls(acc, status="finished", last=m)
+            self._report(m)
+        return self._finish_cls({"loss": float("nan"), "tokens_per_s": 0.0}, status="finished", last=self.history[-1] if self.history else {})
+
+    def _finish_cls(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
+        last_state = C.cpu_state_dict(self.model)
+        m = dict(last or {})
+        m.update({"epoch": self.epoch, "step": self.step, "lr": self._lr(), "status": status, "done": True})
+        m.setdefault("train_loss", acc["loss"])
+        m.setdefault("val_loss", float("nan"))
+        m.setdefault("val_acc", float("nan"))
+        m.setdefault("tokens_per_s", acc.get("tokens_per_s", 0.0))
+        if status == "diverged":
+            m["train_loss"] = float("nan")
+        if self.best is not None:
+            self.model.load_state_dict(self.best["model"])
+            test = self._eval(self.test_ds)
+            m.update({"test_acc": test["acc"], "test_loss": test["loss"], "best_val_acc": self.best["value"],
+                      "best_epoch": self.best["at"]})
+        else:
+            m.update({"test_acc": float("nan"), "test_loss": float("nan"), "best_val_acc": float("nan"), "best_epoch": 0})
+        m["time_train_s"] = self.time_train
+        self._report(m, final=True, model_state=last_state)
+        return m
+
+    # -- clm ----------------------------------------------------------------------------------------
+    def _run_clm(self) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.rt
+        while self.step < cfg.max_steps:
+            if hasattr(self.train_ds, "set_epoch"):
+                self.train_ds.set_epoch(self.epoch)
+            plan = B.rank_plan(len(self.train_ds), cfg.batch_size, rt.world_size, rt.rank, self.micro, cfg.seed, self.epoch)
+            if self.pos >= len(plan):
+                self.epoch, self.pos = self.epoch + 1, 0
+                continue
+            remaining = plan[self.pos:]
+            # stop this pass at the next evaluation point (then re-plan; cheap, pure index math)
+            until_eval = cfg.eval_every - self.step % cfg.eval_every
+            chunk = remaining[: min(until_eval, cfg.max_steps - self.step)]
+            acc = self._train_steps(chunk)
+            self.pos += acc["steps"]
+            if acc["diverged"]:
+                return self._finish_clm(acc, status="diverged")
+            if self.step % cfg.eval_every == 0 or self.step >= cfg.max_steps:
+                val = self._eval(self.val_ds)
+                m = {
+                    "step": self.step, "epoch": self.epoch, "train_loss": acc["loss"], "val_loss": val["loss"],
+                    "val_ppl": val["ppl"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"],
+                    "status": "running", "done": False,
+                }
+                if not math.isfinite(val["loss"]):
+                    return self._finish_clm(acc, status="diverged", last=m)
+                if self.best is None or val["loss"] < self.best["value"]:
+                    self.best = {"value": val["loss"], "at": self.step, "model": C.cpu_state_dict(self.model)}
+                if self.step >= cfg.max_steps:
+                    return self._finish_clm(acc, status="finished", last=m)
+                self._report(m)
+            else:
+                self._pending_clm = acc  # the pass ended between evaluations: carry the loss sums on
+        return self._finish_clm({"loss": float("nan"), "tokens_per_s": 0.0}, status="finished",
+                                last=self.history[-1] if self.history else {})
+
+    def _finish_clm(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
+        m = dict(last or {})
+        m.update({"step": self.step, "epoch": self.epoch, "lr": self._lr(), "status": status, "done": True})
+        m.setdefault("train_loss", acc["loss"])
+        m.setdefault("val_loss", float("nan"))
+        m.setdefault("val_ppl", float("nan"))
+        m.setdefault("tokens_per_s", acc.get("tokens_per_s", 0.0))
+        if status == "diverged":
+            m["train_loss"] = float("nan")
+        if self.best is not None:
+            m.update({"best_val_loss": self.best["value"], "best_val_ppl": perplexity(self.best["value"]),
+                      "best_step": self.best["at"]})
+        else:
+            m.update({"best_val_loss": float("nan"), "best_val_ppl": float("nan"), "best_step": 0})
+        m["time_train_s"] = self.time_train
+        m["export_path"] = self._export(m) if self.best is not None and self.trial.export_dir else None
+        self._report(m, final=True)
+        return m
+
+    def _export(self, metrics: dict) -> str:
+        """Rank 0 writes <export_dir>/backbone.pt then done.json (each via a temp name + rename)."""
+        out = Path(self.trial.export_dir)
+        path = out / EXPORT_FILE
+        if self.rt.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            backbone = {k[len("backbone."):]: v for k, v in self.best["model"].items() if k.startswith("backbone.")}
+            if not backbone:
+                raise RuntimeError("export: the model has no `backbone.` parameters (gdna.models contract)")
+            clean = {k: v for k, v in metrics.items() if k != "export_path"}
+            payload = {"model_config": to_dict(self.model_cfg), "backbone": backbone, "metrics": clean,
+                       "trial_identity": self.trial.identity(), "trial": self.trial.to_dict()}
+            tmp = out / (EXPORT_FILE + f".tmp{os.getpid()}")
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+            done = {"backbone": EXPORT_FILE, "metrics": clean, "trial_identity": self.trial.identity(), "time": time.time()}
+            tmp = out / (DONE_FILE + f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(done, sort_keys=True, default=_json_default))
+            os.replace(tmp, out / DONE_FILE)
+        return str(path)
+
+    # -- shared pieces --------------------------------------------------------------------------------
+    def _train_steps(self, plan: list[tuple[int, list[np.ndarray]]]) -> dict[str, Any]:
+        """Run optimizer steps for `plan`; returns mean train loss (global), steps, tokens/s, diverged."""
+        cfg, rt = self.cfg, self.rt
+        pending = getattr(self, "_pending_clm", None)
+        self._pending_clm = None
+        loss_sum = pending["loss_sum"] if pending else 0.0
+        count = pending["count"] if pending else 0
+        tokens = pending["tokens"] if pending else 0
+        elapsed = pending["elapsed"] if pending else 0.0
+        flat = [mb for _, mbs in plan for mb in mbs]
+        it = B.loader(self.train_ds, flat, self.collate, cfg.loader_workers)
+        steps, diverged = 0, False
+        t0 = time.perf_counter()
+        for gsize, mbs in plan:
+            micro_batches = [next(it) for _ in mbs]
+            if self.objective == "cls":
+                gcount = gsize
+            else:  # target tokens of the global batch: one tiny all-reduce (a no-op on one worker)
+                local = torch.tensor([float(sum(batch_count("clm", b) for b in micro_batches))], dtype=torch.float64)
+                gcount = int(rt.all_reduce_sum(local if rt.device.type == "cpu" else local.to(rt.device)).item())
+            tokens += sum(batch_tokens(self.objective, b) for b in micro_batches)
+            mean, diverged = train_step(
+                self.ddp, micro_batches, objective=self.objective, global_count=gcount, rt=rt,
+                optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                grad_clip=cfg.grad_clip, precision=cfg.precision,
+            )
+            steps += 1
+            if diverged:
+                break
+            self.step += 1
+            loss_sum += mean * gcount
+            count += gcount
+        del it
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        self.time_train += dt
+        out = {"loss": loss_sum / count if count else float("nan"), "steps": steps, "diverged": diverged,
+               "tokens_per_s": tokens * rt.world_size / elapsed if elapsed > 0 else 0.0,
+               "loss_sum": loss_sum, "count": count, "tokens": tokens, "elapsed": elapsed}
+        return out
+
+    def _eval(self, ds) -> dict[str, float]:
+        idx = B.eval_shard(len(ds), self.rt.world_size, self.rt.rank)
+        chunks = [idx[i : i + self.micro] for i in range(0, len(idx), self.micro)]
+        return evaluate(self.model, B.loader(ds, chunks, self.collate, 0), objective=self.objective, rt=self.rt,
+                        precision=self.cfg.precision)
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _report(self, metrics: dict[str, Any], final: bool = False, model_state: dict | None = None) -> None:
+        """Every rank reports; rank 0 attaches the checkpoint (the `done` one for the final report)."""
+        metrics = {k: _plain(v) for k, v in metrics.items()}
+        self.history.append(metrics)
+        ckpt_dir = None
+        if self.rt.rank == 0:
+            ckpt_dir = tempfile.mkdtemp(prefix="gdna-ckpt-")
+            C.save_state(ckpt_dir, {
+                "identity": self.trial.identity(), "objective": self.objective, "model_config": to_dict(self.model_cfg),
+                "epoch": self.epoch, "pos": self.pos, "step": self.step,
+                "model": model_state if model_state is not None else C.cpu_state_dict(self.model),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": C.capture_rng(), "best": self.best, "bad_epochs": self.bad_epochs,
+                "history": self.history, "time_train_s": self.time_train,
+                "done": final, "final": metrics if final else None,
+            })
+            if self.verbose:
+                print("[gdna.train] " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), flush=True)
+        try:
+            self.rt.report(metrics, ckpt_dir)
+        finally:
+            if ckpt_dir:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+        self._maybe_fail(final)
+
+    def _maybe_fail(self, final: bool) -> None:
+        if not self._fail_armed or final:
+            return
+        progress = self.epoch if self.objective == "cls" else self.step
+        if progress < int(self.fail_after):
+            return
+        marker = Path(self.fail_marker) if self.fail_marker else None
+        if marker is not None and self.rt.rank == 0:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(progress))
+        raise InjectedFailure(f"injected failure after {'epoch' if self.objective == 'cls' else 'step'} {progress}")
+
+    def _event(self, e: dict[str, Any]) -> None:
+        if self.rt.rank == 0:
+            self.rt.log_event({**e, "time": time.time(), "identity": self.trial.identity()})
+
+
+# ---------------------------------------------------------------------------------------------
+def _collate_fn(objective: str) -> Callable[[list], Any]:
+    """The data area's collate: right-padding for cls, input/target shift (+ PAD → -100) for clm."""
+    if objective == "cls":
+        from gdna.data.genomic_benchmarks import collate_cls
+
+        return collate_cls
+    from gdna.data.corpora import collate_clm
+
+    return collate_clm
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _resolved(cfg: ModelConfig, model: torch.nn.Module) -> ModelConfig:
+    """The model config with the width the budget solver chose (what fine-tuning must rebuild)."""
+    if cfg.d_model is not None:
+        return cfg
+    for obj in (model, getattr(model, "backbone", None)):
+        d = getattr(obj, "d_model", None)
+        if isinstance(d, int):
+            return dataclasses.replace(cfg, d_model=d)
+    for m in getattr(model, "backbone", model).modules():
+        if isinstance(m, torch.nn.Embedding):
+            return dataclasses.replace(cfg, d_model=int(m.weight.shape[1]))
+    return cfg
+
+
+def _model_overrides(mc: dict) -> dict:
+    """On resume, rebuild exactly the width the checkpoint was trained with."""
+    return {"d_model": mc["d_model"]} if mc.get("d_model") else {}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, float):
+        return None
+    return str(v)

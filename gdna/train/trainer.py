@@ -1,0 +1,128 @@
+"""Build the Ray Train `TorchTrainer` for one trial, run it, and count its training starts.
+
+Resume by name (verified on Ray 2.60 Train V2): `RunConfig(name, storage_path)` → run dir
+`<storage_path>/<name>/`. Train V2's CheckpointManager writes `checkpoint_manager_snapshot.json` there
+after every reported checkpoint, and a NEW TorchTrainer with the same name and storage path loads that
+snapshot, so `ray.train.get_checkpoint()` in the workers returns the run's latest checkpoint. Worker
+failures within one `fit()` are retried (FailureConfig.max_failures) from the same latest checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from gdna.config import ResourcesConfig, TrialConfig
+from gdna.train.runtime import EVENTS_FILE
+
+# Train V2's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which
+# is also the latency of every ray.train.report; gdna's default is much lower unless the user set it.
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+DEFAULT_HEALTH_CHECK_S = "0.2"
+CHECKPOINTS_TO_KEEP = 2
+FAIL_AFTER_ENV = "GDNA_TRAIN_FAIL_AFTER"  # test hook: "<epoch|step>:<marker file>" (fails once)
+
+
+def resolve_trial(trial: TrialConfig) -> TrialConfig:
+    """Absolute paths for everything a worker reads or writes (Ray workers run in another cwd)."""
+    data = trial.data
+    root = str(data.root().resolve())
+    data = dataclasses.replace(data, data_root=root)
+    init = str(Path(trial.init_checkpoint).expanduser().resolve()) if trial.init_checkpoint else None
+    export = str(Path(trial.export_dir).expanduser().resolve()) if trial.export_dir else None
+    return dataclasses.replace(trial, data=data, init_checkpoint=init, export_dir=export).validate()
+
+
+def loop_config(trial: TrialConfig, **extra: Any) -> dict[str, Any]:
+    """The `train_loop_config` a worker receives (see gdna.train.loop)."""
+    cfg: dict[str, Any] = {"trial": resolve_trial(trial).to_dict()}
+    hook = os.environ.get(FAIL_AFTER_ENV)
+    if hook and "fail_after" not in extra:
+        at, _, marker = hook.partition(":")
+        cfg.update(fail_after=int(at), fail_marker=marker or None)
+    cfg.update({k: v for k, v in extra.items() if v is not None})
+    return cfg
+
+
+def build_trainer(
+    trial: TrialConfig,
+    resources: ResourcesConfig,
+    name: str,
+    storage_path: str,
+    callbacks: Iterable[Any] = (),
+    *,
+    verbose: bool = False,
+    fail_after: int | None = None,
+    fail_marker: str | None = None,
+):
+    """A TorchTrainer running `train_loop_per_worker` for `trial` (global batch = train.batch_size).
+
+    The same (`name`, `storage_path`) resumes from that run's latest checkpoint; a finished run
+    re-reports its final metrics. `fail_after`/`fail_marker` are a test hook (crash once after that
+    epoch (cls) / step (clm); the marker file makes it fire only on the first attempt).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from gdna.train.loop import train_loop_per_worker
+
+    resources = resources.validate()
+    os.environ.setdefault(HEALTH_CHECK_ENV, DEFAULT_HEALTH_CHECK_S)  # propagated to controller + workers
+    per_worker = {"CPU": float(resources.cpus_per_worker)}
+    if resources.gpus_per_worker > 0:
+        per_worker["GPU"] = float(resources.gpus_per_worker)
+    scaling = ScalingConfig(
+        num_workers=int(resources.workers_per_trial),
+        use_gpu=resources.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+    )
+    run_config = RunConfig(
+        name=name,
+        storage_path=str(Path(storage_path).expanduser().resolve()) if "://" not in str(storage_path) else storage_path,
+        callbacks=list(callbacks),
+        failure_config=FailureConfig(max_failures=int(resources.max_failures)),
+        checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
+        worker_runtime_env={"env_vars": {HEALTH_CHECK_ENV: os.environ[HEALTH_CHECK_ENV]}},
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(trial, verbose=verbose or None, fail_after=fail_after, fail_marker=fail_marker),
+        scaling_config=scaling,
+        run_config=run_config,
+    )
+
+
+def run_trial(
+    trial: TrialConfig, resources: ResourcesConfig, name: str, storage_path: str, *, verbose: bool = False,
+    callbacks: Iterable[Any] = (),
+) -> dict[str, Any]:
+    """Run (or resume) one trial through TorchTrainer, without Tune; returns the final metrics."""
+    trainer = build_trainer(trial, resources, name, storage_path, callbacks, verbose=verbose)
+    result = trainer.fit()
+    return dict(result.metrics or {})
+
+
+def run_dir(storage_path: str, name: str) -> Path:
+    return Path(storage_path).expanduser().resolve() / name
+
+
+def read_events(storage_path: str, name: str) -> list[dict[str, Any]]:
+    path = run_dir(storage_path, name) / EVENTS_FILE
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a hard kill
+    return out
+
+
+def count_training_starts(storage_path: str, name: str) -> int:
+    """How many times training (re)started in run `<storage_path>/<name>` (rank 0's start events)."""
+    return sum(1 for e in read_events(storage_path, name) if e.get("event") == "start")
