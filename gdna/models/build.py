@@ -1,0 +1,182 @@
+"""Model factory: ModelConfig → backbone + head, the parameter-budget width solver, backbone transfer.
+
+Parameter budget: the solver counts the BACKBONE (token embedding + blocks + final norm), i.e. every
+parameter that pretraining exports. The LM head is tied to the embedding (0 extra parameters); the
+classification head adds D·n_classes + n_classes (≈ 0.03% at 1.6M). Counting the backbone makes the width
+independent of the head and of n_classes, so a pretrained backbone always fits the fine-tuning model.
+
+Width search: d_model over multiples of 8 (transformer: of lcm(8, 2·n_heads), so heads divide it and
+head_dim is even for RoPE) with the default inner width (MLP hidden 8/3·D for SwiGLU, 4·D for GELU;
+Mamba d_inner = expand·D); the closest width is kept, then the inner width (MLP hidden / d_inner, a
+multiple of 8) is adjusted to land as close to the budget as possible (always within ±3%).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from gdna.config import ModelConfig
+from gdna.errors import ConfigError
+from gdna.models.heads import ClassificationHead, LMHead
+from gdna.models.hyena import hyena_backbone
+from gdna.models.layers import default_hidden
+from gdna.models.mamba import mamba_backbone
+from gdna.models.transformer import transformer_backbone
+
+HEADS = ("lm", "cls")
+BUDGET_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Resolved widths: d_model, and d_inner = MLP hidden (transformer, hyena) or Mamba's expanded width."""
+
+    d_model: int
+    d_inner: int
+
+
+def make_backbone(cfg: ModelConfig, dims: Dims) -> nn.Module:
+    if cfg.arch == "transformer":
+        return transformer_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, cfg.n_heads, dims.d_inner,
+                                    cfg.mlp, cfg.dropout)
+    if cfg.arch == "hyena":
+        return hyena_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.mlp, cfg.hyena_order,
+                              cfg.hyena_filter_dim, cfg.hyena_short_conv, cfg.dropout)
+    if cfg.arch == "mamba":
+        return mamba_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.d_state, cfg.d_conv,
+                              cfg.dropout)
+    raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r} (choose from transformer, hyena, mamba)")
+
+
+def default_inner(cfg: ModelConfig, d_model: int) -> int:
+    return cfg.expand * d_model if cfg.arch == "mamba" else default_hidden(d_model, cfg.mlp)
+
+
+def width_step(cfg: ModelConfig) -> int:
+    return math.lcm(8, 2 * cfg.n_heads) if cfg.arch == "transformer" else 8
+
+
+@functools.lru_cache(maxsize=1024)
+def count_backbone_params(cfg: ModelConfig, dims: Dims) -> int:
+    """Exact backbone parameter count, from a build on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        return count_params(make_backbone(dataclasses.replace(cfg, dropout=0.0), dims))
+
+
+@functools.lru_cache(maxsize=256)
+def _solve(cfg: ModelConfig) -> Dims:
+    budget, step = cfg.param_budget, width_step(cfg)
+
+    def at(d: int, inner: int | None = None) -> int:
+        return count_backbone_params(cfg, Dims(d, default_inner(cfg, d) if inner is None else inner))
+
+    # 1. the width (default inner width) closest to the budget: counts grow with d, so bracket the budget
+    #    by doubling, bisect to the last width at or under it, then keep whichever neighbour is closer
+    lo, hi = 1, 1
+    while at(hi * step) <= budget and hi < 4096:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if at(mid * step) <= budget else (lo, mid)
+    best = min((lo * step, hi * step), key=lambda d: abs(at(d) - budget))
+    # 2. adjust the inner width (multiples of 8; the count is linear in it)
+    inner0 = default_inner(cfg, best)
+    n0, slope = at(best, inner0), at(best, inner0 + 8) - at(best, inner0)
+    inner = max(8, inner0 + 8 * round((budget - n0) / slope))
+    dims = Dims(best, inner)
+    n = count_backbone_params(cfg, dims)
+    if abs(n - budget) > BUDGET_TOLERANCE * budget:
+        raise ConfigError(f"model.param_budget: no {cfg.arch} width with n_layers={cfg.n_layers} lands within "
+                          f"±3% of {budget} (closest: {n} at d_model={best})")
+    return dims
+
+
+def resolve_dims(cfg: ModelConfig) -> Dims:
+    """The widths build_model uses: cfg.d_model with the default inner width if set, else the budget solver's."""
+    cfg = cfg.validate()
+    if cfg.d_model is not None:
+        if cfg.arch == "transformer" and (cfg.d_model // cfg.n_heads) % 2:
+            raise ConfigError(f"model.d_model: head_dim {cfg.d_model // cfg.n_heads} must be even for rotary embeddings")
+        return Dims(cfg.d_model, default_inner(cfg, cfg.d_model))
+    # only the fields that shape the backbone matter for the solve (cache key)
+    key = dataclasses.replace(cfg, dropout=0.0, pooling="mean", n_classes=2)
+    return _solve(key)
+
+
+def solve_width(arch: str, n_layers: int, budget: int, **cfg: Any) -> int:
+    """d_model whose backbone (embedding + blocks + final norm) lands within ±3% of `budget` parameters.
+    Extra keyword arguments are ModelConfig fields (n_heads, mlp, expand, d_state, ...)."""
+    mc = ModelConfig(arch=arch, n_layers=n_layers, param_budget=budget, **cfg)
+    return resolve_dims(dataclasses.replace(mc, d_model=None)).d_model
+
+
+def count_params(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (unique: tied weights count once) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe(cfg: ModelConfig) -> str:
+    """One line: the resolved widths and the exact backbone parameter count against the budget."""
+    dims = resolve_dims(cfg)
+    n = count_backbone_params(dataclasses.replace(cfg, dropout=0.0), dims)
+    inner = {"mamba": f"d_inner={dims.d_inner} d_state={cfg.d_state}",
+             "transformer": f"heads={cfg.n_heads} {cfg.mlp} hidden={dims.d_inner}",
+             "hyena": f"order={cfg.hyena_order} filter_dim={cfg.hyena_filter_dim} {cfg.mlp} hidden={dims.d_inner}"}[cfg.arch]
+    target = (f"budget {cfg.param_budget:,}, {100 * (n - cfg.param_budget) / cfg.param_budget:+.2f}%"
+              if cfg.d_model is None else "explicit d_model")
+    return (f"{cfg.arch}: n_layers={cfg.n_layers} d_model={dims.d_model} {inner} → {n:,} backbone params "
+            f"(embedding + blocks + final norm; {target})")
+
+
+class GenomicModel(nn.Module):
+    """backbone (ids, mask) → (B, L, D), then an LM head (B, L, V) or a classification head (B, n_classes)."""
+
+    def __init__(self, cfg: ModelConfig, head: str):
+        super().__init__()
+        if head not in HEADS:
+            raise ConfigError(f"head: unknown head {head!r} (choose from lm, cls)")
+        self.config, self.head_type = cfg, head
+        self.dims = resolve_dims(cfg)
+        self.backbone = make_backbone(cfg, self.dims)
+        if head == "lm":
+            self.head = LMHead(self.dims.d_model, cfg.vocab_size, embedding=self.backbone.embed)
+        else:
+            self.head = ClassificationHead(self.dims.d_model, cfg.n_classes, cfg.pooling, cfg.dropout)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.backbone(ids, mask), mask)
+
+    def extra_repr(self) -> str:
+        return f"head={self.head_type}, d_model={self.dims.d_model}, d_inner={self.dims.d_inner}"
+
+
+def build_model(cfg: ModelConfig, head: str) -> GenomicModel:
+    """The model for `cfg` with an "lm" (causal LM, tied weights) or "cls" (n_classes logits) head."""
+    return GenomicModel(cfg, head)
+
+
+def load_backbone(model: GenomicModel, state_dict: Mapping[str, torch.Tensor]) -> GenomicModel:
+    """Load a pretrained backbone (strict on backbone keys; a "backbone." prefix is accepted) into `model`;
+    the head is left as built (a fresh classification head). Mismatches raise ConfigError in one line."""
+    sd = dict(state_dict)
+    if sd and all(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone."):]: v for k, v in sd.items()}
+    own = model.backbone.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 (f"{len(shapes)} with other shapes (e.g. {shapes[0]}: {tuple(sd[shapes[0]].shape)} vs "
+                  f"{tuple(own[shapes[0]].shape)})") if shapes else ""]
+        raise ConfigError("init_checkpoint: backbone does not match model "
+                          f"({model.config.arch}, d_model={model.dims.d_model}): " + "; ".join(p for p in parts if p))
+    model.backbone.load_state_dict(sd, strict=True)
+    return model

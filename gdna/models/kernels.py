@@ -1,0 +1,272 @@
+"""Sequence-mixing kernels: the optional CUDA packages (imported lazily, here only) and their pure-PyTorch twins.
+
+Every public op picks its fast path only when the package imports AND the tensors are on CUDA (AND the
+dtype is one the kernel supports); otherwise it runs the pure-PyTorch implementation below. Importing gdna
+never needs flash_attn / mamba_ssm / causal_conv1d. The `*_reference` functions are slow, obviously-correct
+versions used by the tests (and bench/kernels.py) to check the fast ones.
+
+Layouts (the ones the CUDA packages use, so the dispatch is a plain call):
+  attention:        q, k, v (B, H, L, hd)
+  long conv:        u (B, D, L), k (D, L) filter over lags 0..L-1
+  depthwise conv:   x (B, D, L), weight (D, K)
+  selective scan:   u, delta, z (B, D, L); A (D, N); B, C (B, N, L); D, delta_bias (D,)
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------
+# Optional CUDA packages (lazy, cached)
+
+
+@functools.lru_cache(maxsize=None)
+def _optional(module: str, attr: str):
+    """`module.attr` if the package imports (any failure → None: broken CUDA builds must not break gdna)."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception:  # ImportError, OSError (missing .so), RuntimeError (CUDA mismatch), ...
+        return None
+
+
+def _flash_attn_func():
+    return _optional("flash_attn", "flash_attn_func")
+
+
+def _selective_scan_fn():
+    return _optional("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+
+
+def _causal_conv1d_fn():
+    return _optional("causal_conv1d", "causal_conv1d_fn")
+
+
+def has_flash_attn() -> bool:
+    return _flash_attn_func() is not None
+
+
+def has_mamba_ssm() -> bool:
+    return _selective_scan_fn() is not None
+
+
+def has_causal_conv1d() -> bool:
+    return _causal_conv1d_fn() is not None
+
+
+def available_kernels() -> dict[str, bool]:
+    """Which optional CUDA kernels import here (for logs)."""
+    return {"flash_attn": has_flash_attn(), "mamba_ssm": has_mamba_ssm(), "causal_conv1d": has_causal_conv1d()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal attention
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
+                     use_fast: bool = True) -> torch.Tensor:
+    """Causal softmax attention, q/k/v (B, H, L, hd) → (B, H, L, hd); scale 1/sqrt(hd).
+
+    flash_attn when importable, on CUDA, fp16/bf16 and hd ≤ 256; else PyTorch SDPA(is_causal=True).
+    """
+    if (use_fast and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+            and has_flash_attn()):
+        out = _flash_attn_func()(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                 dropout_p=dropout_p, causal=True)  # (B, L, H, hd)
+        return out.transpose(1, 2)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Explicit softmax(q kᵀ/√hd + causal mask) v, (B, H, L, hd) → (B, H, L, hd)."""
+    L = q.shape[-2]
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, L, L)
+    future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
+    att = att.masked_fill(future, float("-inf")).softmax(dim=-1)
+    return att @ v
+
+
+# ---------------------------------------------------------------------------------------------
+# Long convolution (Hyena)
+
+
+def fft_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal long convolution y[t] = Σ_{s≤t} k[s]·u[t-s] (+ bias·u[t]) in O(L log L) by FFT.
+
+    u (B, D, L), k (D, L') with L' ≥ L (lags beyond L are unused), bias (D,) → (B, D, L) in u's dtype.
+    Zero-padding to 2L turns the FFT's circular convolution into a linear one, so nothing wraps
+    around from the future. Computed in fp32 (or fp64 if the input is fp64).
+    """
+    L = u.shape[-1]
+    dt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    n = 2 * L
+    k_f = torch.fft.rfft(k[..., :L].to(dt), n=n)  # (D, L+1)
+    u_f = torch.fft.rfft(u.to(dt), n=n)  # (B, D, L+1)
+    y = torch.fft.irfft(u_f * k_f, n=n)[..., :L]  # (B, D, L)
+    if bias is not None:
+        y = y + u.to(dt) * bias.to(dt).unsqueeze(-1)
+    return y.to(u.dtype)
+
+
+def direct_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference for fft_long_conv: an explicit lower-triangular Toeplitz matrix T[t, s] = k[t-s], O(L²)."""
+    L = u.shape[-1]
+    t = torch.arange(L, device=u.device)
+    lag = t[:, None] - t[None, :]  # (L, L)
+    T = k[:, lag.clamp(min=0)] * (lag >= 0)  # (D, L, L)
+    y = torch.einsum("dts,bds->bdt", T.to(u.dtype), u)
+    if bias is not None:
+        y = y + u * bias.unsqueeze(-1)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal depthwise conv1d (Mamba's short conv, Hyena's short filter)
+
+
+def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                            activation: str | None = None, use_fast: bool = True) -> torch.Tensor:
+    """y[b, d, t] = Σ_j weight[d, j]·x[b, d, t-(K-1)+j] (+ bias), then optional SiLU. x (B, D, L), weight (D, K).
+
+    causal_conv1d_fn when importable, on CUDA and K ≤ 4 (its supported widths); else F.conv1d with K-1 zeros
+    of left padding and groups=D.
+    """
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    K = weight.shape[-1]
+    if use_fast and x.is_cuda and 2 <= K <= 4 and has_causal_conv1d():
+        return _causal_conv1d_fn()(x.contiguous(), weight.contiguous(), bias, activation=activation)
+    y = F.conv1d(F.pad(x, (K - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
+    return F.silu(y) if activation == "silu" else y
+
+
+def causal_depthwise_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                                      activation: str | None = None) -> torch.Tensor:
+    """Direct loop over output positions and taps (reference for causal_depthwise_conv1d)."""
+    B, D, L = x.shape
+    K = weight.shape[-1]
+    out = []
+    for t in range(L):
+        acc = x.new_zeros(B, D) if bias is None else bias.expand(B, D).clone()
+        for j in range(K):
+            s = t - (K - 1) + j
+            if s >= 0:
+                acc = acc + weight[:, j] * x[:, :, s]
+        out.append(acc)
+    y = torch.stack(out, dim=-1)
+    return F.silu(y) if activation == "silu" else y
+
+
+# ---------------------------------------------------------------------------------------------
+# Selective scan (Mamba):  h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t ;  y_t = C_t · h_t + D u_t ;  y ⊙= SiLU(z)
+
+
+def _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus):
+    """Shared input handling: fp32 (fp64 kept) compute, Δ bias + softplus."""
+    dt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    delta = delta.to(dt)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dt).unsqueeze(-1)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return dt, u.to(dt), delta, A.to(dt)
+
+
+def _scan_epilogue(y, u, D, z, out_dtype):
+    if D is not None:
+        y = y + u * D.to(y.dtype).unsqueeze(-1)
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(out_dtype)
+
+
+def _auto_chunk(L: int) -> int:
+    """Chunk length T ≈ √(L/2) (power of two in [8, 128]): minimises the 2T + L/T Python steps."""
+    t = 8
+    while t < 128 and 2 * t * t < L:
+        t *= 2
+    return t
+
+
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                           chunk_size: int | None = None):
+    """Pure-PyTorch selective scan as a blocked (two-level) recurrence; same semantics as mamba_ssm.
+
+    The sequence is cut into nc chunks of T steps. Three vectorised phases, O(2T + nc) Python steps
+    instead of O(L) (T ≈ √(L/2), i.e. ~3√L steps):
+      1. local scan: every chunk is scanned from a zero state, all chunks at once (T steps over
+         (B, D, nc, N) slices) → each chunk's end state;
+      2. carry: the state entering chunk c is S_c = exp(A·ΣΔ over chunk c-1) ⊙ S_{c-1} + end_{c-1}: the
+         chunk's total decay is the exp of the sum of its log-decays ΔA ≤ 0 (nc steps over (B, D, N));
+      3. exact scan: every chunk again, all at once, now from its true entering state, reading y_t = C_t·h_t.
+    Only decays exp(ΔA) ≤ 1 are ever formed (A < 0, Δ ≥ 0): no exp of positive numbers, so the scan
+    is as stable as the step-by-step recurrence; fp32 throughout (fp64 inputs stay fp64).
+
+    (Mamba-1's decays differ per (channel, state) pair, so SSD's T×T segment-sum trick would need a
+    (B, D, N, T, T) tensor per chunk with no matmul to hide it in; the blocked recurrence does the same
+    work as the sequential scan with √L-fold fewer Python steps and is differentiable by autograd.)
+    """
+    out_dtype = u.dtype
+    dt, u_, delta, A_ = _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus)
+    Bsz, Dm, L = u_.shape
+    N = A_.shape[-1]
+    T = chunk_size or _auto_chunk(L)
+    nc = -(-L // T)
+    pad = nc * T - L
+    Bm, Cm = B.to(dt), C.to(dt)
+    if pad:  # Δ = 0 past the end: decay 1 and no input, so the padding changes nothing before it
+        u_, delta = F.pad(u_, (0, pad)), F.pad(delta, (0, pad))
+        Bm, Cm = F.pad(Bm, (0, pad)), F.pad(Cm, (0, pad))
+    d4 = delta.view(Bsz, Dm, nc, T)
+    dA = torch.exp(d4.unsqueeze(-1) * A_[:, None, None, :])  # (B, D, nc, T, N), ≤ 1
+    Bc = Bm.view(Bsz, 1, N, nc, T).permute(0, 1, 3, 4, 2)  # (B, 1, nc, T, N)
+    x = (d4 * u_.view(Bsz, Dm, nc, T)).unsqueeze(-1) * Bc  # (B, D, nc, T, N): Δ_t B_t u_t
+    # 1. local scans from zero, all chunks at once
+    h = x[:, :, :, 0]
+    for t in range(1, T):
+        h = torch.addcmul(x[:, :, :, t], dA[:, :, :, t], h)  # (B, D, nc, N)
+    # 2. carry the state across chunks
+    chunk_decay = torch.exp(d4.sum(-1).unsqueeze(-1) * A_[:, None, :])  # (B, D, nc, N), ≤ 1
+    states = [h.new_zeros(Bsz, Dm, N)]
+    for c in range(nc - 1):
+        states.append(torch.addcmul(h[:, :, c], chunk_decay[:, :, c], states[-1]))
+    h = torch.stack(states, dim=2)  # (B, D, nc, N): state entering each chunk
+    # 3. exact scans from the entering states, reading out y
+    Cc = Cm.view(Bsz, 1, N, nc, T).permute(0, 1, 3, 4, 2)  # (B, 1, nc, T, N)
+    ys = []
+    for t in range(T):
+        h = torch.addcmul(x[:, :, :, t], dA[:, :, :, t], h)
+        ys.append((h * Cc[:, :, :, t]).sum(-1))  # (B, D, nc)
+    y = torch.stack(ys, dim=-1).reshape(Bsz, Dm, nc * T)[..., :L]
+    return _scan_epilogue(y, u_[..., :L], D, z, out_dtype)
+
+
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Per-timestep reference scan (tests and bench only): one Python step per position."""
+    out_dtype = u.dtype
+    dt, u_, delta, A_ = _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus)
+    Bsz, Dm, L = u_.shape
+    Bm, Cm = B.to(dt), C.to(dt)
+    h = u_.new_zeros(Bsz, Dm, A_.shape[-1])
+    ys = []
+    for t in range(L):
+        dA = torch.exp(delta[:, :, t, None] * A_)  # (B, D, N)
+        dBu = (delta[:, :, t] * u_[:, :, t])[:, :, None] * Bm[:, None, :, t]  # (B, D, N)
+        h = dA * h + dBu
+        ys.append(torch.einsum("bdn,bn->bd", h, Cm[:, :, t]))
+    y = torch.stack(ys, dim=-1)
+    return _scan_epilogue(y, u_, D, z, out_dtype)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   use_fast: bool = True, chunk_size: int | None = None):
+    """Selective scan → y (B, D, L). mamba_ssm's CUDA selective_scan_fn when importable and on CUDA,
+    else selective_scan_chunked. Arguments as in mamba_ssm (see the module docstring for shapes)."""
+    if use_fast and u.is_cuda and has_mamba_ssm():
+        return _selective_scan_fn()(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(),
+                                    C.contiguous(), D, None if z is None else z.contiguous(),
+                                    delta_bias, delta_softplus)
+    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size=chunk_size)
