@@ -13,9 +13,11 @@ IUPAC ambiguity codes (R, Y, ...) read as N.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -78,25 +80,45 @@ class FastaReader:
             raise DataError(f"{self.path}: compressed FASTA is not supported (decompress it first)")
         self.index_path = fai_path(self.path)
         self.contigs = _read_fai(self.index_path)
-        self._mm: np.ndarray | None = None
+        self._mm: mmap.mmap | None = None
 
     @property
     def lengths(self) -> dict[str, int]:
         return {name: c.length for name, c in self.contigs.items()}
 
-    def _map(self) -> np.ndarray:
+    def _map(self) -> mmap.mmap:
         if self._mm is None:
-            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._mm
 
-    def __getstate__(self) -> dict:  # never pickle the mapped bytes
+    def __getstate__(self) -> dict:  # never pickle the mapping (reopened lazily after unpickling)
         return {**self.__dict__, "_mm": None}
+
+    @staticmethod
+    def _byte(layout: dict[str, np.ndarray], pos: np.ndarray) -> np.ndarray:
+        """0-based base positions (n,) → byte offsets (n,) in the file, given per-window .fai layout."""
+        return layout["offset"] + (pos // layout["line_bases"]) * layout["line_width"] + pos % layout["line_bases"]
 
     def gather(self, contig: str, starts: np.ndarray, length: int) -> np.ndarray:
         """Raw FASTA bytes of windows [start, start+length) on one contig → (n, length) uint8."""
-        c = self.contigs[contig]
-        pos = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length, dtype=np.int64)[None, :]  # (n, W)
-        return self._map()[c.offset + (pos // c.line_bases) * c.line_width + pos % c.line_bases]
+        return self.gather_many([contig] * len(starts), starts, length)
+
+    def gather_many(self, contigs: Sequence[str], starts: np.ndarray, length: int) -> np.ndarray:
+        """Windows [start, start+length) of contigs[i] → (n, length) uint8 raw bytes.
+
+        Each window is one contiguous slice of the memory map (line breaks removed), so the cost is a
+        memcpy per window, not per-base index arithmetic. Callers check bounds (BED validation).
+        """
+        starts = np.asarray(starts, dtype=np.int64)
+        cs = [self.contigs[c] for c in contigs]
+        layout = {k: np.array([getattr(c, k) for c in cs], dtype=np.int64) for k in ("offset", "line_bases", "line_width")}
+        first, last = self._byte(layout, starts), self._byte(layout, starts + length - 1) + 1  # (n,), (n,)
+        mm = self._map()
+        blob = b"".join(mm[a:b].translate(None, b"\r\n") for a, b in zip(first.tolist(), last.tolist()))
+        if len(blob) != len(starts) * length:
+            raise DataError(f"{self.path}: window bytes do not match the .fai layout (stale or wrong index {self.index_path}?)")
+        return np.frombuffer(blob, dtype=np.uint8).reshape(len(starts), length)
 
     def fetch(self, contig: str, start: int, end: int) -> bytes:
         return self.gather(contig, np.array([start]), end - start)[0].tobytes()
