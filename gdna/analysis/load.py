@@ -73,12 +73,12 @@ def normalize_runs(raw: pd.DataFrame) -> pd.DataFrame:
     df = raw.copy().reset_index(drop=True)
 
     def col(*names, default=np.nan):
+        """Row by row, the first of the columns `names` that has a value (else `default`)."""
+        out = pd.Series([None] * len(df), index=df.index, dtype=object)
         for name in names:
             if name in df.columns:
-                values = df[name]
-                if values.notna().any():
-                    return values
-        return pd.Series([default] * len(df), index=df.index, dtype=object)
+                out = out.where(out.notna(), df[name].astype(object))
+        return out.where(out.notna(), default)
 
     out = pd.DataFrame(index=df.index)
     out["run_id"] = col("run_id")

@@ -138,3 +138,33 @@ def trials_frame(trials: Iterable[SyntheticTrial]) -> "pd.DataFrame":
                      **{f"params.{k}": str(v) for k, v in t.extra_params.items()},
                      "metrics.test_acc": t.test_acc, "metrics.best_val_acc": t.best_val_acc})
     return normalize_runs(pd.DataFrame(rows))
+
+
+def known_trials() -> list[SyntheticTrial]:
+    """A tiny sweep whose tables are computed by hand in tests/test_analysis_tables.py.
+
+    transformer, 3 seeds, batch 128. human_a: scratch at lr 1e-3 has the better validation
+    (0.81 vs 0.72) but the worse test accuracy (0.65 vs 0.91); hg38 at lr 1e-3 has one diverged
+    run. human_b: one config per strategy, one run without test_acc. demo_c is not a human task.
+    """
+    T = SyntheticTrial
+    out = []
+    for seed, (v1, t1, v2, t2) in enumerate([(0.70, 0.90, 0.80, 0.60), (0.72, 0.91, 0.81, 0.64),
+                                             (0.74, 0.92, 0.82, 0.71)]):
+        out.append(T("transformer", "scratch", "human_a", 1e-4, 128, seed, t1, v1))
+        out.append(T("transformer", "scratch", "human_a", 1e-3, 128, seed, t2, v2))
+    for seed, test in enumerate([0.80, 0.82, 0.87]):
+        out.append(T("transformer", "hg38", "human_a", 1e-4, 128, seed, test, 0.90))
+    out.append(T("transformer", "hg38", "human_a", 1e-3, 128, 0, None, 0.5, status="diverged"))
+    for seed in (1, 2):
+        out.append(T("transformer", "hg38", "human_a", 1e-3, 128, seed, 0.50, 0.50))
+    for seed, test in enumerate([0.70, 0.70, 0.76]):
+        out.append(T("transformer", "task_spt", "human_a", 1e-4, 128, seed, test, 0.75))
+    for seed, test in enumerate([0.50, 0.60, 0.70]):
+        out.append(T("transformer", "scratch", "human_b", 1e-4, 128, seed, test, 0.60))
+        out.append(T("transformer", "hg38", "human_b", 1e-4, 128, seed, test + 0.2, 0.80))
+        out.append(T("transformer", "task_spt", "human_b", 1e-4, 128, seed, test + 0.1, 0.70))
+    out.append(T("transformer", "scratch", "human_b", 1e-4, 128, 3, None, None, status="running"))
+    for seed, test in enumerate([0.95, 0.96, 0.97]):
+        out.append(T("transformer", "scratch", "demo_c", 1e-4, 128, seed, test, 0.95, n_classes=3))
+    return out
