@@ -28,7 +28,6 @@ MAX_N_FRACTION = 0.5
 MAX_RESAMPLE_ROUNDS = 100
 SPLIT_ALIASES = {"val": "valid", "validation": "valid"}
 STREAM_EPOCH, STREAM_FIXED = 0x6E01, 0x6E02
-_CHUNK = 1024  # windows gathered per vectorized block (bounds the (chunk, L+1) int64 offset array)
 
 GENOME_LUT = BYTE_TO_ID.copy()  # FASTA byte -> token id; ambiguity codes -> N
 for _c in "RYKMSWBDHVrykmswbdhv":
@@ -200,7 +199,7 @@ class GenomeWindows:
         self._start = np.array([iv.start for iv in mine], dtype=np.int64)
         self._n_starts = np.array([iv.end - iv.start - self.window + 1 for iv in mine], dtype=np.int64)
         self._p = self._n_starts / self._n_starts.sum()
-        self._fixed: np.ndarray | None = None
+        self._fixed: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         """Number of distinct window start positions in the split."""
@@ -212,9 +211,9 @@ class GenomeWindows:
 
     def fixed_windows(self, n: int) -> np.ndarray:
         """n validation windows → ids (n, L+1) int64, identical for every seed (comparable val losses)."""
-        if self._fixed is None or len(self._fixed) < n:
-            self._fixed = self.sample(np.random.default_rng([STREAM_FIXED]), n)[0]
-        return self._fixed[:n].astype(np.int64)
+        if n not in self._fixed:
+            self._fixed[n] = self.sample(np.random.default_rng([STREAM_FIXED]), n)[0]
+        return self._fixed[n].astype(np.int64)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """→ (token ids (n, L+1) uint8, coordinates (n,) of (interval index, start)); >50% N windows are redrawn."""
@@ -235,12 +234,7 @@ class GenomeWindows:
 
     def _read(self, iv: np.ndarray, start: np.ndarray) -> np.ndarray:
         """(n,) interval indices + absolute starts → token ids (n, L+1) uint8."""
-        out = np.empty((len(iv), self.window), dtype=np.uint8)
-        chroms = self._chrom[iv]
-        for chrom in np.unique(chroms):
-            rows = np.flatnonzero(chroms == chrom)
-            for block in np.array_split(rows, max(1, -(-len(rows) // _CHUNK))):
-                out[block] = GENOME_LUT[self.fasta.gather(str(chrom), start[block], self.window)]
+        out = GENOME_LUT[self.fasta.gather_many(self._chrom[iv].tolist(), start, self.window)]
         if (out == INVALID).any():
             raise DataError(f"{self.fasta.path}: unexpected non-sequence byte inside a window (corrupt FASTA or .fai?)")
         return out
