@@ -160,3 +160,17 @@ def test_cli_download_and_hg38(tmp_path, server, capsys):
     assert (genome / "hg38.ml.fa.fai").read_text().startswith("chrA\t12\t")
     assert (genome / "sequences_human.bed").exists()
     assert sorted(p.name for p in genome.iterdir()) == ["hg38.ml.fa", "hg38.ml.fa.fai", "sequences_human.bed"]
+
+
+def test_a_zip_whose_task_would_not_load_is_not_installed(tmp_path, server):
+    base, routes = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"{COHN}/train/negative/0.txt", "ACGT")
+        zf.writestr(f"{COHN}/train/positive/0.txt", "ACGT")
+        zf.writestr(f"{COHN}/test/negative/0.txt", "ACGT")
+        zf.writestr(f"{COHN}/test/other/0.txt", "ACGT")
+    routes[f"/files/{COHN}_v0.zip"] = (200, buf.getvalue(), None)
+    with pytest.raises(DataError, match="class folders differ between train"):
+        download.download_task(tmp_path, COHN, base_url=base, log=io.StringIO())
+    assert leftovers(tmp_path) == []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
 from gdna.errors import DataError
-from gdna.data.genomic_benchmarks import ALL_TASKS, GB_DIR
+from gdna.data.genomic_benchmarks import ALL_TASKS, GB_DIR, read_task_dir
 
 GB_BASE_URL = "https://zenodo.org/records/16605299/files"
 GB_BASE_URL_ENV = "GDNA_GB_BASE_URL"
@@ -129,6 +129,7 @@ def download_task(root: Path, task: str, *, base_url: str | None = None, log: Te
         except zipfile.BadZipFile as e:
             raise DataError(f"{url}: not a valid zip ({e})") from None
         src = _find_task_root(Path(tmp) / "x", task, url)
+        read_task_dir(src, task)  # a task that would not load never lands in the data root
         if dest.exists():  # force: replace the old copy only once the new one is complete
             shutil.rmtree(dest)
         os.replace(src, dest)

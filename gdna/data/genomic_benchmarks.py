@@ -106,6 +106,11 @@ def _read_task(root: Path, task: str) -> Task:
     if not path.is_dir():
         present = ", ".join(list_tasks(root)) or "none"
         raise DataError(f"{path}: task folder not found (tasks present: {present}; try `gdna data download`)")
+    return read_task_dir(path, task)
+
+
+def read_task_dir(path: Path, task: str) -> Task:
+    """Read and check a task folder holding train/ and test/ (also used on freshly unpacked downloads)."""
     class_sets = {}
     for split in SPLITS:
         split_dir = path / split
