@@ -110,6 +110,7 @@ def task_clm_sequences(data_cfg: DataConfig, task_name: str, seed: int) -> tuple
 
 def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """(train_ds, val_ds) of ids (L+1,) windows for data_cfg.corpus (see the module docstring)."""
+    data_cfg.validate()
     L = data_cfg.context_len
     if data_cfg.corpus == "genome":
         fasta, bed = data_cfg.path(data_cfg.genome_fasta), data_cfg.path(data_cfg.genome_bed)

@@ -284,6 +284,7 @@ def classification_datasets(
     data_cfg: DataConfig, seed: int
 ) -> tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset, int]:
     """(train_ds, val_ds, test_ds, n_classes) for data_cfg.task; val is fold `fold` of the task's train split."""
+    data_cfg.validate()
     if not data_cfg.task:
         raise ConfigError("data.task: a classification trial needs a Genomic Benchmarks task")
     task = load_task(data_cfg.root(), data_cfg.task)
