@@ -174,3 +174,10 @@ def test_a_zip_whose_task_would_not_load_is_not_installed(tmp_path, server):
     with pytest.raises(DataError, match="class folders differ between train"):
         download.download_task(tmp_path, COHN, base_url=base, log=io.StringIO())
     assert leftovers(tmp_path) == []
+
+
+def test_unwritable_data_root_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="cannot write here"):
+        download.download_task(blocker, COHN, base_url="http://127.0.0.1:1", log=io.StringIO())

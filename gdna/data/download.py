@@ -115,7 +115,7 @@ def download_task(root: Path, task: str, *, base_url: str | None = None, log: Te
         return "present"
     fname = f"{task}_v{GB_VERSION}.zip"
     url = f"{gb_base_url(base_url)}/{fname}"
-    gb.mkdir(parents=True, exist_ok=True)
+    _writable_dir(gb)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{task}-", dir=gb) as tmp:
         zpath = Path(tmp) / fname
         print(f"{task}: downloading {url}", file=log)
@@ -148,11 +148,19 @@ def download_genomic_benchmarks(
     return {t: download_task(root, t, base_url=base_url, log=log, force=force) for t in tasks}
 
 
+def _writable_dir(d: Path) -> None:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError as e:
+        raise DataError(f"{d}: cannot write here ({e.strerror or e}); choose another --data-root") from None
+
+
 def _fetch_file(url: str, dest: Path, log: TextIO, transform: Callable[[Path, Path], None] | None = None) -> str:
     if dest.exists():
         print(f"{dest.name}: already present in {dest.parent}", file=log)
         return "present"
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _writable_dir(dest.parent)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{dest.name}-", dir=dest.parent) as tmp:
         raw = Path(tmp) / url.rsplit("/", 1)[-1]
         print(f"{dest.name}: downloading {url}", file=log)
