@@ -138,3 +138,13 @@ def test_missing_files(tmp_path, small_genome):
     with pytest.raises(DataError, match=r"missing\.bed: BED file not found"):
         GenomeWindows(small_genome, tmp_path / "missing.bed", "train", 64)
     assert len(read_bed(tmp_path / "ok.bed")) == 1
+
+
+def test_malformed_fasta_without_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("GDNA_CACHE_DIR", str(tmp_path / "cache"))
+    bad = tmp_path / "ragged.fa"
+    bad.write_text(">c1\nACGTACGT\nACG\nACGTACGT\n")  # a short line in the middle: no valid .fai layout
+    with pytest.raises(DataError, match=r"ragged\.fa: cannot index FASTA") as e:
+        FastaReader(bad)
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "cache" / "fai").glob("*"))  # no half-written index left

@@ -1,8 +1,8 @@
 """Fixed-length causal-LM windows from a FASTA + 4-column BED (`chrom start end split`).
 
-Reading: the FASTA's samtools .fai index gives each contig's byte offset and line layout, so a window's
-bytes are gathered straight from a read-only memory map of the FASTA (vectorized over many windows,
-never a whole chromosome per window). A missing .fai is built by pyfaidx into a writable cache
+Reading: the FASTA's samtools .fai index gives each contig's byte offset and line layout, so a window is
+one contiguous slice of a read-only memory map of the FASTA with its line breaks dropped (never a whole
+chromosome per window; offsets for many windows are computed in one numpy pass). A missing .fai is built by pyfaidx into a writable cache
 (GDNA_CACHE_DIR, else ~/.cache/gdna), never beside the FASTA (the shared data is read-only).
 
 Sampling: an interval is drawn with probability proportional to its number of valid window starts
@@ -55,7 +55,10 @@ def fai_path(fasta: Path) -> Path:
     key = hashlib.sha1(str(fasta.resolve()).encode()).hexdigest()[:12]
     cached = cache_dir() / "fai" / f"{key}-{fasta.name}.fai"
     if not cached.exists() or cached.stat().st_mtime < fasta.stat().st_mtime:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"{fasta}: no .fai beside it and cannot create {cached.parent} ({e.strerror}); set GDNA_CACHE_DIR") from None
         import pyfaidx  # lazy: only needed to build a missing index
 
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
@@ -63,7 +66,7 @@ def fai_path(fasta: Path) -> Path:
             pyfaidx.Faidx(str(fasta), indexname=str(tmp), rebuild=True).close()
         except Exception as e:  # pyfaidx raises several types for malformed FASTA
             tmp.unlink(missing_ok=True)
-            raise DataError(f"{fasta}: cannot index FASTA ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            raise DataError(f"{fasta}: cannot index FASTA ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         os.replace(tmp, cached)
     return cached
 
