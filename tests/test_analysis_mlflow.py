@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -202,12 +203,15 @@ def test_mlflow_ui_shows_the_sweep_parent_run_and_its_children(storage, mlflow_s
     assert parent.info.run_name == "finetune" and len(child_names) == 28
     mode = "workflowType=machine_learning"  # the classic "Model training" runs view, not GenAI
 
-    # the experiment's runs page: the stage parent run, its children nested under it
+    # the experiment's runs page, runs of the finetune stage (the parent and its children) by name
+    query = ("searchFilter=" + urllib.parse.quote("tags.`gdna.stage` = 'finetune'")
+             + "&orderByKey=" + urllib.parse.quote("tags.`mlflow.runName`") + "&orderByAsc=true")
     runs_png = tmp_path / "experiment_runs.png"
-    dom = screenshot(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs?{mode}", runs_png,
+    dom = screenshot(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs?{mode}&{query}", runs_png,
                      tmp_path / "profile")
     assert_real_screenshot(runs_png)
-    assert "finetune" in dom and SWEEP in dom
+    assert ">finetune<" in dom and SWEEP in dom
+    assert [name for name in child_names if name in dom], "no child run in the experiment's runs page"
 
     # the parent run's page lists its child runs
     parent_png = tmp_path / "parent_run.png"
