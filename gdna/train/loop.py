@@ -82,42 +82,16 @@ class _Loop:
             self.model_cfg = self.trial.model
         self.collate = _collate_fn(self.objective)
 
-    def _init_payload(self) -> dict | None:
-        path = self.trial.init_checkpoint
-        if not path:
-            return None
-        if not Path(path).is_file():
-            raise ConfigError(f"init_checkpoint: file not found: {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or "backbone" not in payload:
-            raise ConfigError(f"init_checkpoint: {path} is not a gdna backbone export (no 'backbone' key)")
-        mc = payload.get("model_config") or {}
-        if mc.get("arch", self.model_cfg.arch) != self.model_cfg.arch:
-            raise ConfigError(
-                f"init_checkpoint: {path} holds a {mc.get('arch')} backbone, the trial is model.arch={self.model_cfg.arch}"
-            )
-        if self.model_cfg.d_model is None and mc.get("d_model"):
-            # the width the pretraining solved for (the budget solver may differ between lm/cls heads)
-            self.model_cfg = dataclasses.replace(self.model_cfg, d_model=int(mc["d_model"]))
-        return payload
-
     def _build(self, resume: dict | None) -> None:
-        from gdna.models.build import build_model, load_backbone
+        if resume is None:
+            model = initial_model(self.trial, self.model_cfg)
+        else:
+            from gdna.models.build import build_model
 
-        payload = None if resume is not None else self._init_payload()
-        if resume is not None and resume.get("model_config"):
-            self.model_cfg = ModelConfig(**{**to_dict(self.model_cfg), **_model_overrides(resume["model_config"])})
-        _seed_everything(self.cfg.seed)
-        model = build_model(self.model_cfg, "cls" if self.objective == "cls" else "lm")
-        if payload is not None:
-            try:
-                load_backbone(model, payload["backbone"])
-            except (RuntimeError, KeyError, ValueError) as e:
-                raise ConfigError(f"init_checkpoint: {self.trial.init_checkpoint} does not fit model {self.model_cfg.arch}: {str(e).splitlines()[0]}") from e
-        if resume is not None:
+            _seed_everything(self.cfg.seed)
+            model = build_model(self.model_cfg, _head(self.objective))
             model.load_state_dict(resume["model"])
         self.model = model
-        self.model_cfg = _resolved(self.model_cfg, model)
         self.ddp = self.rt.prepare_model(model)  # moves to the device; DDP-wraps when world_size > 1
         self.optimizer = build_optimizer(model, self.cfg)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.total_steps)
@@ -391,6 +365,42 @@ class _Loop:
 
 
 # ---------------------------------------------------------------------------------------------
+def initial_model(trial: TrialConfig, model_cfg: ModelConfig | None = None) -> torch.nn.Module:
+    """The model a fresh run starts from: built under `train.seed`, then (fine-tuning from a
+    pretraining) the exported backbone of `trial.init_checkpoint` loaded, with a fresh head."""
+    from gdna.models.build import build_model, load_backbone
+
+    cfg = model_cfg or trial.model
+    payload = _init_payload(trial, cfg)
+    _seed_everything(trial.train.seed)
+    model = build_model(cfg, _head(trial.train.objective))
+    if payload is not None:
+        try:
+            load_backbone(model, payload["backbone"])
+        except (RuntimeError, KeyError) as e:
+            raise ConfigError(f"init_checkpoint: {trial.init_checkpoint} does not fit the model: {str(e).splitlines()[0]}") from e
+    return model
+
+
+def _init_payload(trial: TrialConfig, cfg: ModelConfig) -> dict | None:
+    path = trial.init_checkpoint
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"init_checkpoint: file not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or "backbone" not in payload:
+        raise ConfigError(f"init_checkpoint: {path} is not a gdna backbone export (no 'backbone' key)")
+    arch = (payload.get("model_config") or {}).get("arch", cfg.arch)
+    if arch != cfg.arch:
+        raise ConfigError(f"init_checkpoint: {path} holds a {arch} backbone, the trial is model.arch={cfg.arch}")
+    return payload
+
+
+def _head(objective: str) -> str:
+    return "cls" if objective == "cls" else "lm"
+
+
 def _collate_fn(objective: str) -> Callable[[list], Any]:
     """The data area's collate: right-padding for cls, input/target shift (+ PAD → -100) for clm."""
     if objective == "cls":
@@ -406,25 +416,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def _resolved(cfg: ModelConfig, model: torch.nn.Module) -> ModelConfig:
-    """The model config with the width the budget solver chose (what fine-tuning must rebuild)."""
-    if cfg.d_model is not None:
-        return cfg
-    for obj in (model, getattr(model, "backbone", None)):
-        d = getattr(obj, "d_model", None)
-        if isinstance(d, int):
-            return dataclasses.replace(cfg, d_model=d)
-    for m in getattr(model, "backbone", model).modules():
-        if isinstance(m, torch.nn.Embedding):
-            return dataclasses.replace(cfg, d_model=int(m.weight.shape[1]))
-    return cfg
-
-
-def _model_overrides(mc: dict) -> dict:
-    """On resume, rebuild exactly the width the checkpoint was trained with."""
-    return {"d_model": mc["d_model"]} if mc.get("d_model") else {}
 
 
 def _plain(v: Any) -> Any:
