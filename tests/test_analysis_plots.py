@@ -79,3 +79,15 @@ def test_importance_degenerate_cases(grid):
     assert result.importances == {"lr": 1.0} and "only lr varies" in result.message
     same = importance.param_importances(only_lr[only_lr["lr"] == 1e-4])
     assert same.importances == {} and "no hyperparameter varies" in same.message
+
+
+def test_importance_includes_independent_extra_axes_only():
+    T = SyntheticTrial
+    trials = [T(arch, "scratch", task, lr, 128, seed, 0.6 + 0.1 * (dropout == 0.0) + 0.01 * seed, 0.7,
+                n_classes=n_classes, extra_params={"model.dropout": dropout, "train.epochs": 10})
+              for arch in ("hyena", "mamba") for task, n_classes in (("t2", 2), ("t3", 3))
+              for lr in (1e-4, 1e-3) for dropout in (0.0, 0.1) for seed in (0, 1)]
+    result = importance.param_importances(trials_frame(trials))
+    # model.n_classes follows the task and train.epochs is constant: neither is an axis
+    assert result.params == ["arch", "lr", "task", "model.dropout"]
+    assert max(result.importances, key=result.importances.get) == "model.dropout"

@@ -37,6 +37,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     df = load_runs(tracking_uri, experiment.experiment_id, stage=args.stage)
     if df.empty:
         raise GdnaError(f"sweep {experiment.name!r}: no trial runs with gdna.stage={args.stage} in {tracking_uri}")
+    print(f"[analyze] {len(df)} trial runs of experiment {experiment.name!r} (id {experiment.experiment_id})",
+          flush=True)
     out_dir = Path(args.out) if args.out else Path(args.storage) / "sweeps" / experiment.name / "analysis"
     outputs = analyze_runs(df, out_dir, experiment.name, log=lambda m: print(m, flush=True))
 

@@ -2,8 +2,11 @@
 
 The ok runs become COMPLETE trials of an in-memory Optuna study (value = test_acc) over the
 hyperparameters that vary in the sweep: arch, strategy, lr (log-float), batch size, and task /
-context length when those vary. `get_param_importances(..., FanovaImportanceEvaluator(seed=0))`
-then gives the fraction of test-accuracy variance each explains (normalised to sum to 1).
+context length when those vary, plus any other MLflow param that is an independent axis of the
+sweep (it varies among runs that agree on all of the above; seed/fold/paths excluded): a param
+that merely follows another one (model.n_classes follows the task) would only split its share.
+`get_param_importances(..., FanovaImportanceEvaluator(seed=0))` then gives the fraction of
+test-accuracy variance each explains (normalised to sum to 1).
 """
 from __future__ import annotations
 
@@ -35,9 +38,27 @@ class ImportanceResult:
         return pd.DataFrame({"param": list(self.importances), "importance": list(self.importances.values())})
 
 
+# MLflow params never treated as extra axes: repetitions, paths, and the columns above
+NOT_AXES = {"train.seed", "data.fold", "data.n_folds", "data.data_root", "init_checkpoint", "export_dir",
+            "model.arch", "strategy", "train.lr", "train.batch_size", "data.task", "data.context_len",
+            "pretrain.context_len", "pretrain_context_len"}
+
+
 def varying_params(df: pd.DataFrame) -> list[str]:
     """The candidate hyperparameters that take more than one value among `df`'s runs."""
     return [p for p in CANDIDATE_PARAMS if p in df.columns and df[p].dropna().nunique() > 1]
+
+
+def extra_axes(df: pd.DataFrame, core: list[str]) -> list[str]:
+    """`params.*` columns that vary among runs sharing the same values of `core` (as "params.<key>")."""
+    out = []
+    for column in sorted(c for c in df.columns if c.startswith("params.")):
+        key = column[len("params."):]
+        if key in NOT_AXES or df[column].dropna().nunique() < 2:
+            continue
+        if not core or (df.groupby(core, dropna=False)[column].nunique(dropna=True) > 1).any():
+            out.append(column)
+    return out
 
 
 def build_study(df: pd.DataFrame, params: list[str]):
@@ -48,14 +69,14 @@ def build_study(df: pd.DataFrame, params: list[str]):
     distributions = {}
     for p in params:
         values = df[p].dropna()
-        if CANDIDATE_PARAMS[p] == "log_float":
+        if CANDIDATE_PARAMS.get(p) == "log_float":
             distributions[p] = FloatDistribution(float(values.min()), float(values.max()), log=True)
         else:
             distributions[p] = CategoricalDistribution(sorted(_plain(v) for v in values.unique()))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
-    for row in df.itertuples(index=False):
-        trial_params = {p: _plain(getattr(row, p)) for p in params}
+    for _, row in df[params + ["test_acc"]].iterrows():
+        trial_params = {p: _plain(row[p]) for p in params}
         study.add_trial(optuna.trial.create_trial(params=trial_params, distributions=distributions,
                                                   value=float(row.test_acc)))
     return study
@@ -66,8 +87,14 @@ def param_importances(df: pd.DataFrame, seed: int = 0) -> ImportanceResult:
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     runs = df[df["ok"]].dropna(subset=["test_acc"])
-    params = varying_params(runs)
-    runs = runs.dropna(subset=params)
+    core = varying_params(runs)
+    extra = extra_axes(runs, core)
+    runs = runs.dropna(subset=core + extra).rename(columns={c: c[len("params."):] for c in extra})
+    params = core + [c[len("params."):] for c in extra]
+    for p in params[len(core):]:  # numeric-looking params as numbers, so that choices sort naturally
+        numeric = pd.to_numeric(runs[p], errors="coerce")
+        if numeric.notna().all():
+            runs[p] = numeric
     result = ImportanceResult(n_trials=len(runs), params=params)
     if len(runs) < 2:
         result.message = f"importance skipped: {len(runs)} finished run(s) with test_acc, need at least 2"

@@ -22,13 +22,13 @@ DEFAULT_STORAGE = "runs"
 def default_tracking_uri(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> str:
     """`sqlite:///<storage>/sweeps/<name>/mlflow.db`, the sweep's default store (DESIGN.md).
 
-    Kept here until gdna.tracking exposes the same helper.
+    Same rule as gdna.sweep.spec.SweepSpec.tracking(); kept here so that analysis needs no spec.
     """
     return f"sqlite:///{sweep_db_path(sweep_name, storage)}"
 
 
 def sweep_db_path(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> Path:
-    return (Path(storage) / "sweeps" / sweep_name / "mlflow.db").resolve()
+    return (Path(storage).expanduser() / "sweeps" / sweep_name / "mlflow.db").resolve()
 
 
 def find_experiment(tracking_uri: str, name_or_id: str):
@@ -53,19 +53,31 @@ def find_experiment(tracking_uri: str, name_or_id: str):
 def load_runs(tracking_uri: str, experiment: str, stage: str | None = "finetune") -> pd.DataFrame:
     """All trial child runs of sweep `experiment` (name or id), one row each, columns as above.
 
-    `stage` keeps only runs tagged gdna.stage=<stage> (None: every stage).
+    Searches with the trial-role filter (tags.gdna.role = 'trial'); `stage` keeps only runs tagged
+    gdna.stage=<stage> (None: every stage). Metrics are each run's latest (final) values.
     """
-    import mlflow
-
     exp = find_experiment(tracking_uri, experiment)
     query = TRIAL_FILTER + (f" and tags.`gdna.stage` = '{stage}'" if stage else "")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        raw = mlflow.search_runs([exp.experiment_id], filter_string=query, output_format="pandas")
-    finally:
-        mlflow.set_tracking_uri(previous)
-    return normalize_runs(raw)
+    return normalize_runs(search_runs_frame(tracking_uri, exp.experiment_id, query))
+
+
+def search_runs_frame(tracking_uri: str, experiment_id: str, filter_string: str) -> pd.DataFrame:
+    """Like mlflow.search_runs(output_format="pandas") (same column names), for an explicit URI."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        for run in page:
+            rows.append({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                         "status": run.info.status,
+                         **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+                         **{f"params.{k}": v for k, v in run.data.params.items()},
+                         **{f"tags.{k}": v for k, v in run.data.tags.items()}})
+        token = page.token
+        if not token:
+            return pd.DataFrame(rows)
 
 
 def normalize_runs(raw: pd.DataFrame) -> pd.DataFrame:
