@@ -123,3 +123,16 @@ def test_outcomes_are_counted(runs):
     assert len(runs) == 28
     assert runs["outcome"].value_counts().to_dict() == {"ok": 26, "diverged": 1, "no test_acc": 1}
     assert runs["lr"].dtype == float and str(runs["seed"].dtype) == "Int64"
+
+
+def test_pretraining_context_comes_from_the_pretraining_run_of_the_checkpoint():
+    from gdna.analysis.load import attach_pretrain_context, normalize_runs
+
+    pretrain = pd.DataFrame({"params.export_dir": ["/s/pretrain/k512", "/s/pretrain/k2048"],
+                             "params.data.context_len": ["512", "2048"]})
+    finetune = pd.DataFrame({"run_id": ["a", "b", "c"], "tags.strategy": ["hg38", "hg38", "scratch"],
+                             "params.init_checkpoint": ["/s/pretrain/k512/backbone.pt",
+                                                        "/s/pretrain/k2048/backbone.pt", None],
+                             "params.data.context_len": ["1024"] * 3, "metrics.test_acc": [0.7, 0.8, 0.6]})
+    df = normalize_runs(attach_pretrain_context(finetune, pretrain))
+    assert df["context_len"].tolist() == [512, 2048, 1024]

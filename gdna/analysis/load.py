@@ -1,5 +1,9 @@
 """Read a sweep's trial runs from MLflow into one tidy DataFrame (DESIGN.md, "MLflow schema").
 
+`context_len` is the PRETRAINING context length: a `pretrain.context_len` / `pretrain_context_len`
+param, else the data.context_len of the pretraining run that exported the run's init_checkpoint,
+else the run's own data.context_len.
+
 Columns: `run_id`, `run_name`, `stage`, `arch`, `strategy`, `task`, `seed`, `fold`, `status`
 (gdna.status), `lr`, `batch_size`, `context_len`, `n_classes`, `test_acc`, `best_val_acc`,
 `val_score` (best_val_acc, else the last val_acc), `outcome` ("ok", "diverged", "errored",
@@ -58,7 +62,27 @@ def load_runs(tracking_uri: str, experiment: str, stage: str | None = "finetune"
     """
     exp = find_experiment(tracking_uri, experiment)
     query = TRIAL_FILTER + (f" and tags.`gdna.stage` = '{stage}'" if stage else "")
-    return normalize_runs(search_runs_frame(tracking_uri, exp.experiment_id, query))
+    raw = search_runs_frame(tracking_uri, exp.experiment_id, query)
+    if "params.init_checkpoint" in raw.columns:
+        pretrain = search_runs_frame(tracking_uri, exp.experiment_id,
+                                     TRIAL_FILTER + " and tags.`gdna.stage` = 'pretrain'")
+        raw = attach_pretrain_context(raw, pretrain)
+    return normalize_runs(raw)
+
+
+def attach_pretrain_context(finetune: pd.DataFrame, pretrain: pd.DataFrame) -> pd.DataFrame:
+    """Add `params.pretrain_context_len` to fine-tuning runs: the data.context_len of the pretraining
+    run whose export_dir holds the run's init_checkpoint (<storage>/pretrain/<key>/backbone.pt)."""
+    needed = {"params.export_dir", "params.data.context_len"}
+    if pretrain.empty or not needed <= set(pretrain.columns) or "params.pretrain_context_len" in finetune:
+        return finetune
+    context_of = {str(Path(d)): c for d, c in zip(pretrain["params.export_dir"], pretrain["params.data.context_len"])
+                  if isinstance(d, str) and d}
+    out = finetune.copy()
+    out["params.pretrain_context_len"] = [
+        context_of.get(str(Path(p).parent)) if isinstance(p, str) and p else None
+        for p in out["params.init_checkpoint"]]
+    return out
 
 
 def search_runs_frame(tracking_uri: str, experiment_id: str, filter_string: str) -> pd.DataFrame:
