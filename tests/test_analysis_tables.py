@@ -136,3 +136,11 @@ def test_pretraining_context_comes_from_the_pretraining_run_of_the_checkpoint():
                              "params.data.context_len": ["1024"] * 3, "metrics.test_acc": [0.7, 0.8, 0.6]})
     df = normalize_runs(attach_pretrain_context(finetune, pretrain))
     assert df["context_len"].tolist() == [512, 2048, 1024]
+
+
+def test_a_cell_whose_runs_all_failed_says_so():
+    T = SyntheticTrial
+    trials = [T("hyena", "scratch", "human_a", 1e-4, 128, s, 0.7, 0.7) for s in (0, 1)]
+    trials += [T("hyena", "hg38", "human_a", 1e-4, 128, s, None, 0.5, status="errored") for s in (0, 1)]
+    md = tables.architecture_markdown(tables.architecture_tables(trials_frame(trials)), "hyena")
+    assert md.splitlines()[2] == "| human_a | **70.0 ± 0.0** | – (all 2 runs excluded) |"

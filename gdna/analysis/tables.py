@@ -138,8 +138,12 @@ def architecture_markdown(table: pd.DataFrame, arch: str) -> str:
     strategies = ordered(sub["strategy"].unique(), STRATEGIES)
     tasks = sorted(sub["task"].unique())
     cells = {(r.task, r.strategy): (r.test_mean, r.test_spread) for r in sub.itertuples()}
-    rows = [[task] + _marked([cells.get((task, s), (np.nan, np.nan)) for s in strategies])
-            for task in tasks]
+    failed = {(r.task, r.strategy): r.n_excluded for r in sub.itertuples() if r.n == 0}
+    rows = []
+    for task in tasks:
+        texts = _marked([cells.get((task, s), (np.nan, np.nan)) for s in strategies])
+        rows.append([task] + [f"– (all {failed[task, s]} runs excluded)" if (task, s) in failed else t
+                              for s, t in zip(strategies, texts)])
     return markdown_table(["task"] + strategies, rows)
 
 
