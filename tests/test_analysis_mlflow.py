@@ -173,6 +173,7 @@ def screenshot(url: str, png: Path, profile: Path, budget_ms: int = 15000) -> st
     """Headless Chromium: write a 1400×900 screenshot of `url` to `png`, return the rendered DOM."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage",
            f"--user-data-dir={profile}", "--window-size=1400,900", f"--virtual-time-budget={budget_ms}",
            f"--screenshot={png}", "--dump-dom", url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
