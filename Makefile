@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.gdna-installed
 TORCH_PIP_ARGS ?=
 export GDNA_DATA_ROOT ?= $(abspath ../shared/data)
 
-.PHONY: install demo test clean
+.PHONY: install demo test browser clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Optional: Debian's headless Chromium for the MLflow UI screenshot test (needs root + apt).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) runs
