@@ -46,6 +46,7 @@ ENV_DEFAULTS = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # a replayed finished trial reports only final metrics
     "RAY_AIR_NEW_OUTPUT": "0",  # use our CLIReporter columns
     "RAY_DEDUP_LOGS": "1",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",  # worker start-up is slow on a loaded 2-core box
 }
 
 
@@ -101,17 +102,16 @@ def _trainable(config: dict, resolver: Resolver, resources: dict, train_storage:
         final = json.loads(marker.read_text()) if marker.is_file() else read_pretrain_metrics(done_json.parent)
         final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
         final.setdefault("status", "finished")
-        final["done"] = True
+        final.pop("done", None)
+        final["gdna_final"] = True
         final["gdna_replayed"] = True
         tune.report(final)
         return
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from gdna.train.trainer import build_trainer
 
     trainer = build_trainer(
         trial, from_dict(ResourcesConfig, resources), name=key, storage_path=train_storage,
-        callbacks=[TuneReportCallback()],
+        callbacks=[_report_callback()],
     )
     result = trainer.fit()
     if getattr(result, "error", None) is not None:
@@ -124,6 +124,33 @@ def _trainable(config: dict, resolver: Resolver, resources: dict, train_storage:
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, default=str))
     tmp.replace(marker)
+
+
+_REPORT_CLS = None
+
+
+def _report_callback():
+    """TuneReportCallback that renames the loop's `done` to `gdna_final`.
+
+    Tune ends a trial (kills its actor) as soon as a result says done=True; the trial's TorchTrainer
+    controller would die before it removes its worker placement group, and on a local Ray without the
+    state API nothing else removes it (the resources leak and later trials never start)."""
+    global _REPORT_CLS
+    if _REPORT_CLS is None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        class GdnaTuneReportCallback(TuneReportCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                fixed = []
+                for m in metrics:
+                    m = dict(m)
+                    if m.pop("done", False):
+                        m["gdna_final"] = True
+                    fixed.append(m)
+                return super().after_report(run_context, fixed, checkpoint)
+
+        _REPORT_CLS = GdnaTuneReportCallback
+    return _REPORT_CLS()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,10 +201,8 @@ def _callback_class():
             if ck:
                 self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
             st = result.get("status")
-            if result.get("done") and st in ("finished", "diverged"):
-                self._status[trial.trial_id] = st
-            elif result.get("done"):
-                self._status[trial.trial_id] = "finished"
+            if result.get("gdna_final") or result.get("done"):
+                self._status[trial.trial_id] = st if st in ("finished", "diverged") else "finished"
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             rid = self._run(trial)
@@ -186,7 +211,7 @@ def _callback_class():
             if st is None:
                 last = trial.last_result or {}
                 st = last.get("status") if last.get("status") in ("finished", "diverged") else "finished"
-                if not last.get("done"):
+                if not (last.get("done") or last.get("gdna_final")):
                     extra["gdna.early_stopped"] = "true"  # stopped by the scheduler (ASHA)
             self.tracker.set_status(rid, st, **extra)
 
@@ -257,16 +282,32 @@ class SweepRunner:
         for k, v in ENV_DEFAULTS.items():
             os.environ.setdefault(k, v)
         address = self.spec.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-        kw: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": True}
+        kw: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": self.spec.verbose >= 2}
+        pinned = {}
         if address == "local":
-            kw["include_dashboard"] = False
             if os.environ.get("GDNA_RAY_TMPDIR"):
                 kw["_temp_dir"] = os.environ["GDNA_RAY_TMPDIR"]
             if os.environ.get("GDNA_RAY_NUM_CPUS"):
                 kw["num_cpus"] = float(os.environ["GDNA_RAY_NUM_CPUS"])
+            # Pin our GCS port and tell our workers its address: Ray Train's placement-group cleaner
+            # looks the cluster up by address, and with several local Ray instances on one machine
+            # (several users / test runs) "auto" is ambiguous.
+            from ray._private.services import get_node_ip_address
+
+            port = _free_port()
+            pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}
         else:  # a cluster: the workers do not inherit our environment
             kw["runtime_env"] = {"env_vars": {k: os.environ[k] for k in ENV_DEFAULTS if k in os.environ}}
-        ray.init(**kw)
+        saved = {k: os.environ.get(k) for k in pinned}
+        os.environ.update(pinned)
+        try:
+            ray.init(**kw)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def max_concurrent(self) -> int:
         """Trials that fit at once: a trial holds cpus_per_trial plus its workers; never start more
@@ -499,6 +540,14 @@ def format_table(rows: list[dict]) -> str:
         lines.append(" ".join(fmt(r.get(c), w) for c, w in cols))
     lines.append("(val/test: pretrain = best val_loss / val_ppl; finetune = best val_acc / test_acc)")
     return "\n".join(lines)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def _grid(values: list):

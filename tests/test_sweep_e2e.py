@@ -1,0 +1,266 @@
+"""End-to-end sweeps on the real shared data (tiny models), through the CLI in subprocesses.
+
+1. `gdna sweep`: 2 architectures × {scratch, task_spt} × 2 lr × 1 seed, 2-worker DDP at 0.25 CPU each:
+   pretraining ran once per architecture and was reused by both lrs; one MLflow parent per stage,
+   exactly one child per trial with params, tags and metrics; a second launch of the name refuses.
+2. resume: a second sweep on the same storage (its pretraining is reused from sweep 1) is SIGKILLed
+   (its whole process group: driver + its own Ray instance) after its first trial finishes, then
+   `gdna resume` finishes it: no finished trial trains again, no duplicate runs or metric steps.
+Each sweep runs its own local Ray (its own temp dir) and every process it starts is in its process
+group, so killing that group stops everything it started and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _spec(name: str, lrs: list[float]) -> dict:
+    return {
+        "name": name,
+        "tasks": ["human_enhancers_cohn"],
+        "architectures": ["transformer", "hyena"],
+        "strategies": ["scratch", "task_spt"],
+        "search_space": "smoke",  # overridden below by an inline file
+        "model": {"d_model": 32},
+        "data": {"max_len": 128, "max_train_examples": 160, "max_eval_examples": 64, "n_folds": 1},
+        "train": {"epochs": 2, "patience": None},
+        "pretrain": {"steps": 20, "eval_every": 10, "batch_size": 16, "lrs": [1e-3], "context_lens": [128]},
+        "resources": {"workers_per_trial": 2, "cpus_per_worker": 0.25, "cpus_per_trial": 0.1, "max_failures": 1},
+        "verbose": 0,
+        "_lrs": lrs,
+    }
+
+
+def _write_spec(d: Path, name: str, lrs: list[float]) -> Path:
+    spec = _spec(name, lrs)
+    lrs = spec.pop("_lrs")
+    space = d / f"space_{name}.yaml"
+    space.write_text(yaml.safe_dump({"grid": {"train.lr": lrs, "train.batch_size": [32]}, "seeds": [0]}))
+    spec["search_space"] = str(space)
+    p = d / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def _env(data_root: Path, ray_tmp: str) -> dict:
+    env = dict(os.environ)
+    env.update(GDNA_DATA_ROOT=str(data_root), GDNA_RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _cli() -> list[str]:
+    try:  # the full `gdna` CLI once every area registers; the sweep commands alone otherwise
+        import gdna.cli
+
+        gdna.cli.build_parser()
+        return [sys.executable, "-m", "gdna.cli"]
+    except Exception:  # noqa: BLE001
+        return [sys.executable, "-m", "gdna.sweep.cli"]
+
+
+def _stop_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    """Kill the subprocess's process group (driver + the Ray instance it started) and wait it out."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    for _ in range(60):
+        if not _group_pids(proc.pid):
+            return
+        time.sleep(0.5)
+    for pid in _group_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_pids(pgid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout
+    return [int(p) for p, g in (line.split() for line in out.splitlines() if line.strip()) if int(g) == pgid]
+
+
+def _run(cmd: list[str], env: dict, log: Path, timeout: float) -> int:
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+        try:
+            return proc.wait(timeout=timeout)
+        finally:
+            _stop_group(proc, signal.SIGTERM if proc.poll() is None else signal.SIGKILL)
+
+
+def _runs(storage: Path, name: str):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{storage / 'sweeps' / name / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(name)
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    return c, exp, runs
+
+
+def _tail(log: Path, n: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def sweep1(tmp_path_factory, data_root):
+    d = tmp_path_factory.mktemp("e2e")
+    storage = d / "runs"
+    ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    spec = _write_spec(d, "e2e", [1e-3, 3e-3])
+    log = d / "sweep1.log"
+    t0 = time.time()
+    rc = _run([*_cli(), "sweep", str(spec), "--storage", str(storage)], _env(data_root, ray_tmp), log, timeout=900)
+    return {"dir": d, "storage": storage, "spec": spec, "rc": rc, "log": log, "ray_tmp": ray_tmp,
+            "seconds": time.time() - t0}
+
+
+def test_sweep_end_to_end(sweep1):
+    from gdna.train.trainer import count_training_starts
+
+    storage, log = sweep1["storage"], sweep1["log"]
+    assert sweep1["rc"] == 0, _tail(log)
+    print(f"sweep1 took {sweep1['seconds']:.0f} s")
+    c, exp, runs = _runs(storage, "e2e")
+    assert exp.tags["gdna.sweep"] == "e2e"
+    parents = [r for r in runs if r.data.tags.get("gdna.role") == "stage"]
+    assert sorted(r.data.tags["gdna.stage"] for r in parents) == ["finetune", "pretrain"]
+    assert sorted(r.info.run_name for r in parents) == ["finetune", "pretrain"]
+    children = [r for r in runs if r.data.tags.get("gdna.role") == "trial"]
+    pre = [r for r in children if r.data.tags["gdna.stage"] == "pretrain"]
+    fin = [r for r in children if r.data.tags["gdna.stage"] == "finetune"]
+    assert len(pre) == 2 and len(fin) == 8, [r.info.run_name for r in children]
+    keys = Counter((r.data.tags["gdna.stage"], r.data.tags["gdna.trial_key"]) for r in children)
+    assert max(keys.values()) == 1  # exactly one child per trial
+    pid = {p.data.tags["gdna.stage"]: p.info.run_id for p in parents}
+    for r in children:
+        t, p, m = r.data.tags, r.data.params, r.data.metrics
+        assert t["mlflow.parentRunId"] == pid[t["gdna.stage"]]
+        for k in ("arch", "strategy", "task", "seed", "fold", "config_hash", "git_commit", "gdna.sweep", "checkpoint_path"):
+            assert t.get(k), (k, r.info.run_name)
+        assert t["gdna.status"] == "finished" and r.info.status == "FINISHED"
+        assert t["task"] == "human_enhancers_cohn"
+        assert p["model.arch"] == t["arch"] and p["strategy"] == t["strategy"] and "train.lr" in p
+        assert [a.path for a in c.list_artifacts(r.info.run_id, "config")] == ["config/trial.json"]
+        if t["gdna.stage"] == "finetune":
+            for k in ("train_loss", "val_loss", "val_acc", "test_acc", "best_val_acc"):
+                assert k in m, (k, r.info.run_name)
+            assert sorted(x.step for x in c.get_metric_history(r.info.run_id, "val_acc")) == [1, 2]
+        else:
+            assert p["train.objective"] == "clm" and "best_val_loss" in m and "val_ppl" in m
+    # pretraining: once per architecture, reused by both lrs of task_spt
+    train_dir = str(storage / "sweeps" / "e2e" / "train")
+    backbones = {}
+    for r in pre:
+        key = r.data.tags["gdna.trial_key"]
+        assert count_training_starts(train_dir, key) == 1
+        assert (storage / "pretrain" / key / "done.json").is_file()
+        backbones[r.data.tags["arch"]] = str(storage / "pretrain" / key / "backbone.pt")
+    for r in fin:
+        t = r.data.tags
+        assert count_training_starts(train_dir, t["gdna.trial_key"]) == 1
+        if t["strategy"] == "task_spt":
+            assert r.data.params["init_checkpoint"] == backbones[t["arch"]]
+        else:
+            assert r.data.params["init_checkpoint"] in ("", "None")
+    assert Counter(r.data.params["init_checkpoint"] for r in fin if r.data.tags["strategy"] == "task_spt") == {
+        b: 2 for b in backbones.values()}
+    # summary table and state
+    text = log.read_text(errors="replace")
+    assert "stage finetune: 8 trials, 0 errored" in text
+    state = json.loads((storage / "sweeps" / "e2e" / "stages.json").read_text())
+    assert state["pretrain"]["status"] == "done" and state["finetune"]["status"] == "done"
+
+
+def test_relaunch_refuses_and_status(sweep1, data_root):
+    r = subprocess.run([*_cli(), "sweep", str(sweep1["spec"]), "--storage", str(sweep1["storage"])],
+                       capture_output=True, text=True, cwd=REPO, env=_env(data_root, sweep1["ray_tmp"]))
+    assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    s = subprocess.run([*_cli(), "status", "e2e", "--storage", str(sweep1["storage"]), "--json"],
+                       capture_output=True, text=True, cwd=REPO)
+    st = json.loads(s.stdout)["stages"]
+    assert st["pretrain"]["done"] == 2 and st["finetune"]["done"] == 8 and st["finetune"]["errored"] == 0
+    u = subprocess.run([*_cli(), "ui", "e2e", "--storage", str(sweep1["storage"]), "--print-only", "--port", "5123"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert "http://127.0.0.1:5123" in u.stdout and "--backend-store-uri sqlite:///" in u.stdout
+
+
+def test_kill_and_resume(sweep1, data_root):
+    from gdna.train.trainer import count_training_starts
+
+    assert sweep1["rc"] == 0
+    d, storage = sweep1["dir"], sweep1["storage"]
+    ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")
+    spec = _write_spec(d, "e2e_resume", [1e-3, 2e-3])
+    env = _env(data_root, ray_tmp)
+    log = d / "resume.log"
+    sweep_dir = storage / "sweeps" / "e2e_resume"
+    train_dir = sweep_dir / "train"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([*_cli(), "sweep", str(spec), "--storage", str(storage)], env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    try:
+        finished: set[str] = set()
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            finished = {p.parent.name for p in train_dir.glob("*/gdna_result.json")}
+            if finished:
+                break
+            time.sleep(0.5)
+        assert finished, "no trial finished before the deadline\n" + _tail(log)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + _tail(log)
+    finally:
+        _stop_group(proc, signal.SIGKILL)  # driver + its Ray instance, nothing else
+    finished = {p.parent.name for p in train_dir.glob("*/gdna_result.json")}
+    started_before = {p.name: count_training_starts(str(train_dir), p.name) for p in train_dir.iterdir() if p.is_dir()}
+
+    st = subprocess.run([*_cli(), "status", "e2e_resume", "--storage", str(storage)], capture_output=True, text=True, cwd=REPO)
+    assert st.returncode == 0 and "not running" in st.stdout, st.stdout + st.stderr
+
+    rc = _run([*_cli(), "resume", "e2e_resume", "--storage", str(storage)], env, log, timeout=900)
+    assert rc == 0, _tail(log)
+
+    c, exp, runs = _runs(storage, "e2e_resume")
+    children = [r for r in runs if r.data.tags.get("gdna.role") == "trial"]
+    parents = [r for r in runs if r.data.tags.get("gdna.role") == "stage"]
+    assert sorted(r.data.tags["gdna.stage"] for r in parents) == ["finetune", "pretrain"]
+    fin = [r for r in children if r.data.tags["gdna.stage"] == "finetune"]
+    pre = [r for r in children if r.data.tags["gdna.stage"] == "pretrain"]
+    assert len(fin) == 8 and len(pre) == 2
+    # the pretraining of sweep 1 was reused (recorded, not retrained)
+    for r in pre:
+        assert r.data.tags.get("gdna.reused") == "true" and "best_val_loss" in r.data.metrics
+        assert not (train_dir / r.data.tags["gdna.trial_key"]).exists()
+    keys = Counter(r.data.tags["gdna.trial_key"] for r in children)
+    assert max(keys.values()) == 1, keys  # no duplicate child runs
+    for r in fin:
+        key = r.data.tags["gdna.trial_key"]
+        assert r.data.tags["gdna.status"] == "finished", r.info.run_name
+        n = count_training_starts(str(train_dir), key)
+        if key in finished:
+            assert n == 1, f"finished trial {key} trained again"
+        else:
+            assert n >= 1
+        for k in r.data.metrics:  # no duplicate metric steps
+            steps = [m.step for m in c.get_metric_history(r.info.run_id, k)]
+            assert len(steps) == len(set(steps)), (r.info.run_name, k, steps)
+        assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_acc")) == [1, 2]
+    assert finished and all(started_before.get(k) == 1 for k in finished)
