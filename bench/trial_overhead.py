@@ -1,0 +1,111 @@
+"""What does running a trial inside Ray Train cost? The same training loop (gdna.train.loop.run), once
+bare in this process (LocalRuntime) and once inside a 1-worker TorchTrainer (RayRuntime):
+
+  throughput ratio = Ray tokens/s / bare tokens/s   (training steps only; goal ≥ 0.90)
+  fixed overhead   = Ray fit() wall time − bare run() wall time   (worker start + teardown,
+                     process group, report/checkpoint round trips; goal ≤ 3 s)
+
+    .venv/bin/python bench/trial_overhead.py [--steps 200] [--arch transformer] [--d-model 64]
+                                             [--context 256] [--batch 16] [--threads 1] [--gpu]
+
+Ray startup (ray.init) is not counted: a sweep pays it once. Set GDNA_DATA_ROOT if ../shared/data
+is not beside the repository.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--arch", default="transformer")
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads bare = CPUs of the Ray worker")
+    ap.add_argument("--repeats", type=int, default=2, help="Ray fits (the best is kept)")
+    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args()
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    import torch
+
+    from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
+    from gdna.train.loop import run
+    from gdna.train.runtime import LocalRuntime
+    from gdna.train.trainer import build_trainer, read_events, resolve_trial
+
+    trial = resolve_trial(TrialConfig(
+        model=ModelConfig(arch=args.arch, d_model=args.d_model, n_heads=4),
+        data=DataConfig(corpus="genome", context_len=args.context, windows_per_epoch=max(64, args.batch * 50),
+                        eval_windows=2 * args.batch),
+        train=TrainConfig(objective="clm", batch_size=args.batch, max_steps=args.steps, eval_every=args.eval_every,
+                          precision="bf16" if args.gpu else "fp32", seed=0),
+    ))
+    tmp = Path(tempfile.mkdtemp(prefix="gdna-bench-"))
+
+    # bare: the loop in this process
+    torch.set_num_threads(args.threads)
+    device = "cuda" if args.gpu else "cpu"
+    run({"trial": trial.to_dict()}, LocalRuntime(tmp / "warmup", device=device))  # imports, data cache, kernels
+    t0 = time.perf_counter()
+    bare = run({"trial": trial.to_dict()}, LocalRuntime(tmp / "bare", device=device))
+    bare_wall = time.perf_counter() - t0
+
+    import ray
+
+    ray.init(num_cpus=max(2, args.threads), num_gpus=1 if args.gpu else 0, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    res = ResourcesConfig(workers_per_trial=1, cpus_per_worker=float(args.threads),
+                          gpus_per_worker=1.0 if args.gpu else 0.0, max_failures=0)
+    fits = []
+    for i in range(args.repeats):
+        t0, w0 = time.perf_counter(), time.time()
+        m = build_trainer(trial, res, f"bench{i}", str(tmp / "ray")).fit().metrics
+        wall, w1 = time.perf_counter() - t0, time.time()
+        ev = {e["event"]: e["time"] for e in read_events(str(tmp / "ray"), f"bench{i}")}
+        # before the loop's start event: controller + worker actor start, imports, process group, data, model
+        m["_to_start_s"], m["_after_end_s"] = ev["start"] - w0, w1 - ev["end"]
+        fits.append((wall, m))
+    ray.shutdown()
+    ray_wall, ray_m = min(fits, key=lambda f: f[0])
+
+    tokens = args.steps * args.batch * args.context
+    out = {
+        "device": device, "arch": args.arch, "d_model": args.d_model, "context": args.context, "batch": args.batch,
+        "steps": args.steps, "threads": args.threads,
+        "bare_tokens_per_s": tokens / bare["time_train_s"], "ray_tokens_per_s": tokens / ray_m["time_train_s"],
+        "bare_wall_s": bare_wall, "ray_fit_wall_s": ray_wall, "ray_fit_walls_s": [f[0] for f in fits],
+    }
+    out["throughput_ratio"] = out["ray_tokens_per_s"] / out["bare_tokens_per_s"]
+    out["overhead_s"] = ray_wall - bare_wall
+    out["ray_until_loop_start_s"], out["ray_after_loop_end_s"] = ray_m["_to_start_s"], ray_m["_after_end_s"]
+    try:
+        out["load_avg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    print(f"tokens/s bare {out['bare_tokens_per_s']:,.0f}  ray {out['ray_tokens_per_s']:,.0f}  "
+          f"ratio {out['throughput_ratio']:.3f}x (goal >= 0.90)")
+    print(f"wall bare {bare_wall:.2f}s  ray fit {ray_wall:.2f}s (all: {', '.join(f'{w:.2f}' for w, _ in fits)})  "
+          f"fixed overhead {out['overhead_s']:.2f}s per trial (goal <= 3 s)")
+    print(f"  ray: fit() → loop start {out['ray_until_loop_start_s']:.2f}s (actors, imports, process group, data, "
+          f"model), loop end → fit() returns {out['ray_after_loop_end_s']:.2f}s; load avg {out.get('load_avg_1m', 0):.1f} "
+          f"on {os.cpu_count()} CPUs")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
