@@ -147,3 +147,13 @@ def test_causal_depthwise_conv_matches_loop(K, activation):
 def test_depthwise_conv_rejects_unknown_activation():
     with pytest.raises(ValueError):
         kernels.causal_depthwise_conv1d(torch.zeros(1, 2, 3), torch.zeros(2, 2), activation="relu")
+
+
+def test_chunked_scan_under_autocast_stays_fp32():
+    u, delta, A, B, C, Dv, z, bias = _scan_inputs(torch.float32, L=20, requires_grad=True)
+    ref = kernels.selective_scan_reference(u, delta, A, B, C, Dv, z, bias, delta_softplus=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = kernels.selective_scan_chunked(u, delta, A, B, C, Dv, z, bias, delta_softplus=True, chunk_size=8)
+        out.sum().backward()
+    assert out.dtype == torch.float32 and u.grad is not None and u.grad.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

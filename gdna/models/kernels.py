@@ -247,7 +247,13 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
+        with torch.autocast(device_type=gy.device.type, enabled=False):
+            return _ChunkedScan._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         u, delta, A, Bm, Cm, S, chunk_decay = ctx.saved_tensors
+        gy = gy.to(u.dtype)
         T = ctx.T
         d4, u4, Bt, Ct, dA, x = _chunk_views(u, delta, A, Bm, Cm, T)
         nc = d4.shape[2]
@@ -315,8 +321,9 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
         u_p, delta_p, Bm, Cm = (F.pad(t, (0, pad)) for t in (u_, delta, Bm, Cm))
     else:
         u_p, delta_p = u_, delta
-    y = _ChunkedScan.apply(u_p.contiguous(), delta_p.contiguous(), A_.contiguous(), Bm.contiguous(),
-                           Cm.contiguous(), T)[..., :L]
+    with torch.autocast(device_type=u.device.type, enabled=False):  # the scan itself is always fp32/fp64
+        y = _ChunkedScan.apply(u_p.contiguous(), delta_p.contiguous(), A_.contiguous(), Bm.contiguous(),
+                               Cm.contiguous(), T)[..., :L]
     return _scan_epilogue(y, u_, D, z, out_dtype)
 
 
