@@ -230,3 +230,11 @@ def test_clm_resume_mid_epoch_is_bit_exact(tmp_path, data_root):
     drop = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_train_s")}
     assert drop(final) == drop(ref_final)
     assert_same_tensors(final_state(tmp_path / "cut")["model"], final_state(tmp_path / "ref")["model"])
+
+
+def test_early_stopping_with_patience(tmp_path, data_root):
+    # an lr so small that validation accuracy cannot improve: stop after `patience` flat epochs
+    rt = LocalRuntime(tmp_path / "es")
+    final = run({"trial": cls_trial(data_root, lr=1e-9, min_lr=1e-10, epochs=10, patience=2).to_dict()}, rt)
+    assert [r["epoch"] for r in rt.reports] == [1, 2, 3]
+    assert final["status"] == "finished" and final["best_epoch"] == 1
