@@ -203,13 +203,19 @@ def test_relaunch_refuses_and_status(sweep1, data_root):
     assert "http://127.0.0.1:5123" in u.stdout and "--backend-store-uri sqlite:///" in u.stdout
 
 
+def _in_flight(train_dir: Path) -> set[str]:
+    """Trials that have a Train checkpoint but no final result yet."""
+    return {d.name for d in train_dir.glob("*") if d.is_dir() and any(d.glob("checkpoint_*"))
+            and not (d / "gdna_result.json").exists()} if train_dir.is_dir() else set()
+
+
 def test_kill_and_resume(sweep1, data_root):
-    from gdna.train.trainer import count_training_starts
+    from gdna.train.trainer import count_training_starts, read_events
 
     assert sweep1["rc"] == 0
     d, storage = sweep1["dir"], sweep1["storage"]
     ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")
-    spec = _write_spec(d, "e2e_resume", [1e-3, 2e-3])
+    spec = _write_spec(d, "e2e_resume", [2e-3])
     env = _env(data_root, ray_tmp)
     log = d / "resume.log"
     sweep_dir = storage / "sweeps" / "e2e_resume"
@@ -226,10 +232,15 @@ def test_kill_and_resume(sweep1, data_root):
                 break
             time.sleep(0.5)
         assert finished, "no trial finished before the deadline\n" + _tail(log)
+        # prefer to interrupt while another trial is mid-training (it has a checkpoint, no result yet)
+        t_end = time.time() + 20
+        while time.time() < t_end and proc.poll() is None and not _in_flight(train_dir):
+            time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + _tail(log)
     finally:
         _stop_group(proc, signal.SIGKILL)  # driver + its Ray instance, nothing else
     finished = {p.parent.name for p in train_dir.glob("*/gdna_result.json")}
+    in_flight = _in_flight(train_dir)
     started_before = {p.name: count_training_starts(str(train_dir), p.name) for p in train_dir.iterdir() if p.is_dir()}
 
     st = subprocess.run([*_cli(), "status", "e2e_resume", "--storage", str(storage)], capture_output=True, text=True, cwd=REPO)
@@ -244,7 +255,7 @@ def test_kill_and_resume(sweep1, data_root):
     assert sorted(r.data.tags["gdna.stage"] for r in parents) == ["finetune", "pretrain"]
     fin = [r for r in children if r.data.tags["gdna.stage"] == "finetune"]
     pre = [r for r in children if r.data.tags["gdna.stage"] == "pretrain"]
-    assert len(fin) == 8 and len(pre) == 2
+    assert len(fin) == 4 and len(pre) == 2
     # the pretraining of sweep 1 was reused (recorded, not retrained)
     for r in pre:
         assert r.data.tags.get("gdna.reused") == "true" and "best_val_loss" in r.data.metrics
@@ -264,3 +275,7 @@ def test_kill_and_resume(sweep1, data_root):
             assert len(steps) == len(set(steps)), (r.info.run_name, k, steps)
         assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_acc")) == [1, 2]
     assert finished and all(started_before.get(k) == 1 for k in finished)
+    for key in in_flight:  # interrupted mid-training: continued from its last checkpoint, not from scratch
+        resumed = [e.get("resumed_from") for e in read_events(str(train_dir), key) if e.get("event") == "start"]
+        assert len(resumed) == 2 and resumed[1] is not None and resumed[1] >= 1, resumed
+    print(f"interrupted with {len(finished)} finished and {len(in_flight)} mid-training trial(s)")

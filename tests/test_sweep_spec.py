@@ -175,3 +175,32 @@ def test_gdna_cli_help():
     """The sweep commands are wired into the top-level `gdna` CLI once every area registers."""
     r = subprocess.run([sys.executable, "-m", "gdna.sweep.cli", "sweep", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--plan" in r.stdout and "--resume" in r.stdout
+
+
+def test_searcher_spaces_build_without_ray(tmp_path, data_root):
+    """random: cells × grid × num_samples; optuna: TPE over cell + distributions (no Ray started)."""
+    import ray
+    from ray.tune.search.optuna import OptunaSearch
+
+    from gdna.sweep.run import Resolver, SweepRunner
+
+    for searcher, n in (("random", 3), ("optuna", 5)):
+        ss = tmp_path / f"{searcher}.yaml"
+        grid = {"train.batch_size": [32, 64]} if searcher == "random" else {}
+        ss.write_text(yaml.safe_dump({"searcher": searcher, "num_samples": n, "grid": grid, "seeds": [0],
+                                      "distributions": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}))
+        spec = load_spec(_write(tmp_path, _with(search_space=str(ss))), data_root=str(data_root),
+                         storage=str(tmp_path / "runs"))
+        runner = SweepRunner(spec)
+        space = runner.finetune_space()
+        plan = runner.plan
+        if searcher == "random":
+            assert plan.n_finetune == len(plan.cells) * 2 * 3
+            assert space["cell"] == {"grid_search": [c.id for c in plan.cells]}
+        else:
+            assert plan.n_finetune == 5
+            assert OptunaSearch.convert_search_space(space)  # Tune's space converts to Optuna distributions
+        res = Resolver(plan, "finetune", {g: plan.groups[g][0].key for g in plan.groups})
+        key, trial, meta, name = res({"cell": plan.cells[-1].id, "train.lr": 2e-4, "train.batch_size": 64})
+        assert trial["train"]["lr"] == 2e-4 and trial["train"]["batch_size"] == 64 and meta["stage"] == "finetune"
+    assert not ray.is_initialized()

@@ -107,8 +107,7 @@ def sweep_status(name: str, storage: str) -> dict:
         out["stages"][stage] = {
             "state": stages.get(stage, {}).get("status", "pending"), "planned": planned[stage], "done": done,
             "diverged": c.get("diverged", 0), "running": c.get("running", 0), "errored": c.get("errored", 0),
-            "not_started": max(0, planned[stage] - sum(c.values())) if stage == "finetune" else
-            max(0, planned[stage] - sum(c.values())),
+            "not_started": max(0, planned[stage] - sum(c.values())),
         }
     return out
 

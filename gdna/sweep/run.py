@@ -263,7 +263,7 @@ class SweepRunner:
                     f"sweep '{self.spec.name}' already exists at {self.dir} (use --resume to continue it, or give it another name)"
                 )
             old = yaml.safe_load(spec_file.read_text())
-            diff = _first_diff(old, json.loads(json.dumps(new)))
+            diff = _first_diff(_comparable(old), _comparable(json.loads(json.dumps(new))))
             if diff:
                 raise ConfigError(
                     f"{diff}: the spec changed since sweep '{self.spec.name}' started (resume it unchanged with `gdna resume {self.spec.name}`, or use a new name)"
@@ -513,7 +513,8 @@ class SweepRunner:
             params = {"cell": "cell", **{k: k.split(".")[-1] for k in self.spec.space.axes()},
                       **{k: k.split(".")[-1] for k in self.spec.space.distributions}}
         return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-                           sort_by_metric=False, max_progress_rows=40)
+                           sort_by_metric=False, max_progress_rows=40,
+                           print_intermediate_tables=self.spec.verbose >= 1)
 
     # summary -----------------------------------------------------------------------------------
     def print_summary(self) -> None:
@@ -556,6 +557,14 @@ def _grid(values: list):
     return tune.grid_search(list(values))
 
 
+# where the sweep lives / how it is displayed: may differ between the launch and a resume
+_RUNTIME_KEYS = ("storage", "data_root", "tracking_uri", "ray_address", "verbose", "description")
+
+
+def _comparable(d: Any) -> Any:
+    return {k: v for k, v in d.items() if k not in _RUNTIME_KEYS} if isinstance(d, dict) else d
+
+
 def _first_diff(a: Any, b: Any, where: str = "") -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
@@ -581,7 +590,8 @@ def load_sweep(name: str, storage: str = "runs") -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"sweep '{name}': no {path} (check the name and --storage)")
     raw = yaml.safe_load(path.read_text())
-    return spec_from_dict(raw, path, check_data=False)
+    # the storage given on the command line wins (the same sweep seen through another mount point)
+    return spec_from_dict(raw, path, check_data=False, storage=str(path.parents[2]))
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, out=sys.stdout) -> int:

@@ -291,6 +291,8 @@ class SweepSpec:
         """The resolved spec (search space inlined) as written to <sweep_dir>/spec.yaml."""
         d = to_dict(self)
         d.pop("spec_path")
+        d["storage"] = str(self.storage_dir())
+        d["data_root"] = str(self.root())
         d["search_space"] = d.pop("space")
         d["search_space"]["name"] = self.space.name or self.search_space
         return d
