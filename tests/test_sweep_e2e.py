@@ -205,8 +205,15 @@ def test_relaunch_refuses_and_status(sweep1, data_root):
 
 def _in_flight(train_dir: Path) -> set[str]:
     """Trials that have a Train checkpoint but no final result yet."""
-    return {d.name for d in train_dir.glob("*") if d.is_dir() and any(d.glob("checkpoint_*"))
-            and not (d / "gdna_result.json").exists()} if train_dir.is_dir() else set()
+    if not train_dir.is_dir():
+        return set()
+    out = set()
+    for d in train_dir.iterdir():
+        if d.is_dir() and any(d.glob("checkpoint_*")) and not (d / "gdna_result.json").exists():
+            events = (d / "events.jsonl").read_text() if (d / "events.jsonl").exists() else ""
+            if '"end"' not in events:  # (training over, result not yet recorded: not mid-training)
+                out.add(d.name)
+    return out
 
 
 def test_kill_and_resume(sweep1, data_root):

@@ -2,7 +2,7 @@
 
     gdna sweep sweeps/quickstart.yaml --plan      # print the stage DAG and trial counts (no Ray)
     gdna sweep sweeps/quickstart.yaml             # run it (refuses if the sweep name exists)
-    gdna sweep sweeps/quickstart.yaml --resume    # continue an interrupted sweep
+    gdna sweep sweeps/quickstart.yaml --resume    # continue an interrupted sweep (or start it)
     gdna resume quickstart [--storage runs]       # same, from the stored resolved spec
     gdna status quickstart [--storage runs]       # per-stage done / running / errored counts
     gdna ui quickstart [--port 5000]              # MLflow UI on the sweep's tracking store
@@ -92,13 +92,9 @@ def sweep_status(name: str, storage: str) -> dict:
         stages = {}
     tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), d))
     counts = tracker.stage_counts()
-    alive = False
-    try:
-        pid = int((d / "driver.pid").read_text())
-        os.kill(pid, 0)
-        alive = True
-    except (OSError, ValueError):
-        pass
+    from gdna.sweep.run import _alive_driver
+
+    alive = _alive_driver(d) is not None
     planned = {"pretrain": len(plan.pretrain), "finetune": plan.n_finetune}
     out = {"name": name, "dir": str(d), "tracking_uri": spec.tracking(), "driver_running": alive, "stages": {}}
     for stage in ("pretrain", "finetune"):

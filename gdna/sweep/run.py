@@ -268,8 +268,11 @@ class SweepRunner:
                 raise ConfigError(
                     f"{diff}: the spec changed since sweep '{self.spec.name}' started (resume it unchanged with `gdna resume {self.spec.name}`, or use a new name)"
                 )
-        elif self.resume:
-            raise ConfigError(f"sweep '{self.spec.name}': nothing to resume at {self.dir}")
+        elif self.resume:  # `gdna sweep <spec> --resume` = run or continue (idempotent)
+            print(f"sweep '{self.spec.name}': nothing to resume at {self.dir}; starting it", file=self.out, flush=True)
+        pid = _alive_driver(self.dir)
+        if pid is not None:
+            raise ConfigError(f"sweep '{self.spec.name}' is running right now (driver pid {pid}); see `gdna status {self.spec.name}`")
         self.dir.mkdir(parents=True, exist_ok=True)
         if not spec_file.exists():
             spec_file.write_text(yaml.safe_dump(json.loads(json.dumps(new)), sort_keys=False))
@@ -513,7 +516,7 @@ class SweepRunner:
             params = {"cell": "cell", **{k: k.split(".")[-1] for k in self.spec.space.axes()},
                       **{k: k.split(".")[-1] for k in self.spec.space.distributions}}
         return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-                           sort_by_metric=False, max_progress_rows=40,
+                           sort_by_metric=False, max_progress_rows=40, max_column_length=48,
                            print_intermediate_tables=self.spec.verbose >= 1)
 
     # summary -----------------------------------------------------------------------------------
@@ -541,6 +544,29 @@ def format_table(rows: list[dict]) -> str:
         lines.append(" ".join(fmt(r.get(c), w) for c, w in cols))
     lines.append("(val/test: pretrain = best val_loss / val_ppl; finetune = best val_acc / test_acc)")
     return "\n".join(lines)
+
+
+def _alive_driver(sweep_dir: Path) -> int | None:
+    """The pid of a live driver of this sweep (another process than us), if any."""
+    try:
+        pid = int((sweep_dir / "driver.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:  # a recycled pid running something else is not our driver
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        if "gdna" not in cmd:
+            return None
+    except OSError:
+        pass
+    return pid
 
 
 def _free_port() -> int:
