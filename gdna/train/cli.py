@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
     print(f"gdna train: run {name} in {Path(args.storage).resolve()} "
           f"({resources.workers_per_trial} worker(s), objective {trial.train.objective})", flush=True)
-    final = run_trial(trial, resources, name, args.storage, verbose=True)
+    final = run_trial(trial, resources, name, args.storage, verbose=True, log_level="WARNING")
     print("final metrics:")
     print(json.dumps({k: _clean(v) for k, v in final.items()}, indent=2, sort_keys=True))
     return 0 if final.get("status") == "finished" else 1

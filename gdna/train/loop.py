@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -339,7 +340,9 @@ class _Loop:
                 "done": final, "final": metrics if final else None,
             })
             if self.verbose:
-                print("[gdna.train] " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), flush=True)
+                # sys.stdout, not print: Train V2 patches print() into its logger, which echoes twice
+                sys.stdout.write("[gdna.train] " + " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()) + "\n")
+                sys.stdout.flush()
         try:
             self.rt.report(metrics, ckpt_dir)
         finally:

@@ -56,14 +56,16 @@ def build_trainer(
     verbose: bool = False,
     fail_after: int | None = None,
     fail_marker: str | None = None,
+    log_level: str | None = None,
 ):
     """A TorchTrainer running `train_loop_per_worker` for `trial` (global batch = train.batch_size).
 
     The same (`name`, `storage_path`) resumes from that run's latest checkpoint; a finished run
-    re-reports its final metrics. `fail_after`/`fail_marker` are a test hook (crash once after that
+    re-reports its final metrics. `log_level` sets Ray Train's own logs (e.g. "WARNING" for quiet
+    CLI runs). `fail_after`/`fail_marker` are a test hook (crash once after that
     epoch (cls) / step (clm); the marker file makes it fire only on the first attempt).
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from gdna.train.loop import train_loop_per_worker
@@ -85,6 +87,7 @@ def build_trainer(
         failure_config=FailureConfig(max_failures=int(resources.max_failures)),
         checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
         worker_runtime_env={"env_vars": {HEALTH_CHECK_ENV: os.environ[HEALTH_CHECK_ENV]}},
+        **({"logging_config": LoggingConfig(log_level=log_level)} if log_level else {}),
     )
     return TorchTrainer(
         train_loop_per_worker,
@@ -96,10 +99,10 @@ def build_trainer(
 
 def run_trial(
     trial: TrialConfig, resources: ResourcesConfig, name: str, storage_path: str, *, verbose: bool = False,
-    callbacks: Iterable[Any] = (),
+    callbacks: Iterable[Any] = (), log_level: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one trial through TorchTrainer, without Tune; returns the final metrics."""
-    trainer = build_trainer(trial, resources, name, storage_path, callbacks, verbose=verbose)
+    trainer = build_trainer(trial, resources, name, storage_path, callbacks, verbose=verbose, log_level=log_level)
     result = trainer.fit()
     return dict(result.metrics or {})
 
