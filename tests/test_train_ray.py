@@ -2,7 +2,6 @@
 name after a crash (bit-exact vs the uninterrupted run), re-report of a finished run, `gdna train`."""
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
