@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-EVENTS_FILE = "events.jsonl"
+from gdna.train.trainer import EVENTS_FILE  # noqa: E402  (a constant; trainer imports no torch)
 
 
 class Runtime:

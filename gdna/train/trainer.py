@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from gdna.config import ResourcesConfig, TrialConfig
-from gdna.train.runtime import EVENTS_FILE
 
 # Train V2's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which
 # is also the latency of every ray.train.report; gdna's default is much lower unless the user set it.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.2"
 CHECKPOINTS_TO_KEEP = 2
+EVENTS_FILE = "events.jsonl"  # in the run dir: one JSON line per training start / end / re-report
 FAIL_AFTER_ENV = "GDNA_TRAIN_FAIL_AFTER"  # test hook: "<epoch|step>:<marker file>" (fails once)
 
 
