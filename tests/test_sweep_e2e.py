@@ -178,6 +178,8 @@ def test_sweep_end_to_end(sweep1):
         assert count_training_starts(train_dir, t["gdna.trial_key"]) == 1
         if t["strategy"] == "task_spt":
             assert r.data.params["init_checkpoint"] == backbones[t["arch"]]
+            assert backbones[t["arch"]].endswith(f"/{r.data.params['pretrain_key']}/backbone.pt")
+            assert r.data.params["pretrain_context_len"] == "128"
         else:
             assert r.data.params["init_checkpoint"] in ("", "None")
     assert Counter(r.data.params["init_checkpoint"] for r in fin if r.data.tags["strategy"] == "task_spt") == {

@@ -82,6 +82,10 @@ class Resolver:
             axes = {k: v for k, v in config.items() if k != "cell"}
             trial, key = self.plan.finetune_trial(cell, axes, self.selected)
             meta = self.plan.cell_meta(cell, axes)
+            pre = self.jobs.get(self.selected.get(cell.group or "", ""))
+            if pre is not None:  # which pretraining this fine-tuning starts from (for the analysis)
+                meta["params"] = {"pretrain_key": pre.key, "pretrain_context_len": pre.trial.data.context_len,
+                                  "pretrain_lr": pre.trial.train.lr}
             t = trial.train
             name = f"{cell.arch}-{cell.strategy}-{cell.task}-lr{t.lr:g}-b{t.batch_size}-s{cell.seed}-f{cell.fold}"
             out = (key, trial.to_dict(), meta, name)
@@ -178,7 +182,8 @@ def _callback_class():
                 key, trial_dict, meta, run_name = self.resolver(trial.config)
                 rid = self.tracker.trial_run(
                     self.stage, key, run_name=run_name, tags=trial_tags(meta, key),
-                    params=trial_params(trial_dict, meta.get("strategy", "")), config=trial_dict,
+                    params={**trial_params(trial_dict, meta.get("strategy", "")), **meta.get("params", {})},
+                    config=trial_dict,
                 )
                 self._runs[trial.trial_id] = rid
             return rid
