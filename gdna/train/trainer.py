@@ -39,7 +39,7 @@ def loop_config(trial: TrialConfig, **extra: Any) -> dict[str, Any]:
     """The `train_loop_config` a worker receives (see gdna.train.loop)."""
     cfg: dict[str, Any] = {"trial": resolve_trial(trial).to_dict()}
     hook = os.environ.get(FAIL_AFTER_ENV)
-    if hook and "fail_after" not in extra:
+    if hook and extra.get("fail_after") is None:
         at, _, marker = hook.partition(":")
         cfg.update(fail_after=int(at), fail_marker=marker or None)
     cfg.update({k: v for k, v in extra.items() if v is not None})
