@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The quickstart sweep on real DNA, then its analysis. Re-running continues (or re-reports) the same sweep.
 demo: $(STAMP)
 	$(VENV)/bin/gdna data summary --data-root "$(GDNA_DATA_ROOT)"
+	$(VENV)/bin/gdna sweep sweeps/quickstart.yaml --resume
+	$(VENV)/bin/gdna analyze quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
