@@ -1,12 +1,13 @@
 """Kernel micro-benchmarks (CPU or whatever device is given), printed side by side in one run.
 
-    python bench/kernels.py [--device cpu] [--repeats 5]
+    python bench/kernels.py [--device cpu] [--repeats 5] [--threads N]
 
 1. Selective scan at L=1024, d=256, N=16, batch 2: the per-step reference vs the chunked scan
    (forward, and forward+backward), as a speed-up ratio (goal ≥ 10×).
 2. Hyena operator and block (d_model=256, batch 1) at L=16384 over L=1024, as a time ratio
    (goal ≤ 20: a 16× longer sequence, i.e. close to L log L scaling).
-Timing: warmup runs, then the median of `repeats` runs; torch's thread count is left as it is.
+Timing: warmup runs, then the median of `repeats` interleaved runs, as wall time and as process CPU time
+(the latter is the honest number on an oversubscribed machine); torch's thread count is left as it is.
 """
 from __future__ import annotations
 
@@ -26,27 +27,31 @@ from gdna.models.hyena import HyenaBlock, HyenaOperator  # noqa: E402
 
 
 def timeit(fns: dict, repeats: int, warmup: int = 1, device: str = "cpu") -> dict:
-    """Median wall time (s) of each fn() in `fns`. The candidates run interleaved (a, b, a, b, ...), so
-    that load from other processes on a shared machine hits them alike; the minimum is kept too."""
+    """Median wall time and median process CPU time (s) of each fn() in `fns`: (wall, cpu).
+
+    The candidates run interleaved (a, b, a, b, ...) so that load from other processes on a shared
+    machine hits them alike; CPU time (all threads of this process) is what the op itself costs when
+    the machine is oversubscribed and wall time mostly measures waiting."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync()
-    times: dict = {k: [] for k in fns}
+    times: dict = {k: ([], []) for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
+            times[k][0].append(time.perf_counter() - t0)
+            times[k][1].append(time.process_time() - c0)
+    return {k: (statistics.median(w), statistics.median(c)) for k, (w, c) in times.items()}
 
 
 def ratio_line(label: str, a_name: str, a: tuple, b_name: str, b: tuple, what: str) -> str:
-    return (f"  {label:14s} {a_name} {1e3 * a[0]:9.1f} ms   {b_name} {1e3 * b[0]:8.1f} ms   "
-            f"{what} {a[0] / b[0] if what == 'speed-up' else b[0] / a[0]:5.1f}x "
-            f"(min-based {a[1] / b[1] if what == 'speed-up' else b[1] / a[1]:.1f}x)")
+    r = (lambda x, y: x / y) if what == "speed-up" else (lambda x, y: y / x)
+    return (f"  {label:9s} {a_name} {1e3 * a[0]:8.1f} ms   {b_name} {1e3 * b[0]:8.1f} ms   {what} {r(a[0], b[0]):5.1f}x"
+            f"   | CPU time {1e3 * a[1]:8.1f} / {1e3 * b[1]:8.1f} ms   {what} {r(a[1], b[1]):5.1f}x")
 
 
 def scan_inputs(Bsz, D, L, N, device, requires_grad=False):
@@ -94,7 +99,7 @@ def bench_hyena(device: str, repeats: int, d_model: int = 256) -> None:
     xs = {L: torch.randn(1, L, d_model, device=device) for L in (1024, 16384)}
     with torch.no_grad():
         res = timeit({(name, L): (lambda m=m, x=x: m(x)) for name, m in (("operator", op), ("block", block))
-                      for L, x in xs.items()}, repeats, device=device)
+                      for L, x in xs.items()}, max(repeats, 7), device=device)
     print(f"hyena  d_model={d_model} batch=1, forward   [goal: time(L=16384) / time(L=1024) <= 20; linear = 16]")
     for name in ("operator", "block"):
         print(ratio_line(name, "L=1024", res[(name, 1024)], "L=16384", res[(name, 16384)], "ratio"))
@@ -104,7 +109,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: left as it is)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}, optional kernels {kernels.available_kernels()}")
     bench_scan(a.device, a.repeats)

@@ -80,7 +80,9 @@ class ImplicitFilter(nn.Module):
     def forward(self, L: int, device) -> torch.Tensor:
         z, t = self.features(L, device)
         h = self.mlp(z.to(self.mlp[0].weight.dtype))  # (L, channels)
-        h = h * torch.exp(-t * self.decay[None, :]).to(h.dtype)
+        # the exponent is floored at -60 (e^-60 ≈ 1e-26): far lags would otherwise give fp32 denormals,
+        # which are both meaningless here and very slow on CPUs
+        h = h * torch.exp((-t * self.decay[None, :]).clamp(min=-60.0)).to(h.dtype)
         return h.transpose(0, 1)  # (channels, L)
 
 
