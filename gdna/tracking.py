@@ -61,7 +61,9 @@ class SweepTracker:
         self._exp_id: str | None = None
         self._parents: dict[str, str] = {}
         self._children: dict[tuple[str, str], str] | None = None
-        self._max_step: dict[str, dict[str, int]] = {}  # run_id → key → highest logged step
+        self._steps: dict[str, dict[str, set[int]]] = {}  # run_id → key → logged steps
+        self._preexisting: set[str] = set()  # runs found (not created) by this tracker: resumed trials
+        self._created: set[str] = set()
         self._commit: str | None = None
 
     def __getstate__(self) -> dict:  # pickled inside Tune's tuner.pkl: keep only the addresses
@@ -144,6 +146,8 @@ class SweepTracker:
         run_id = self.find_trial_run(stage, key)
         if run_id is not None:
             self._load_steps(run_id)
+            if run_id not in self._created:
+                self._preexisting.add(run_id)
             return run_id
         from mlflow.entities import Param
 
@@ -161,32 +165,35 @@ class SweepTracker:
         if config is not None:
             self.client.log_dict(run_id, dict(config), "config/trial.json")
         self._child_index()[(stage, key)] = run_id
-        self._max_step[run_id] = {}
+        self._steps[run_id] = {}
+        self._created.add(run_id)
         return run_id
 
+    def resumed(self, run_id: str) -> bool:
+        """True if the run existed before this tracker saw it (a restored / replayed trial)."""
+        return run_id in self._preexisting
+
     def _load_steps(self, run_id: str) -> None:
-        if run_id in self._max_step:
+        if run_id in self._steps:
             return
-        steps: dict[str, int] = {}
-        for key in self.client.get_run(run_id).data.metrics:
-            hist = self.client.get_metric_history(run_id, key)
-            if hist:
-                steps[key] = max(m.step for m in hist)
-        self._max_step[run_id] = steps
+        self._steps[run_id] = {
+            key: {m.step for m in self.client.get_metric_history(run_id, key)}
+            for key in self.client.get_run(run_id).data.metrics
+        }
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> int:
-        """Log the metrics whose `step` is beyond what the run already has for that key; returns how many."""
+        """Log the metrics whose `step` the run does not have yet for that key; returns how many."""
         from mlflow.entities import Metric
 
         self._load_steps(run_id)
-        seen = self._max_step[run_id]
+        seen = self._steps[run_id]
         now = int(time.time() * 1000)
         batch = []
         for k, v in metrics.items():
-            if k in seen and step <= seen[k]:
+            if int(step) in seen.setdefault(k, set()):
                 continue
             batch.append(Metric(k, float(v), now, int(step)))
-            seen[k] = int(step)
+            seen[k].add(int(step))
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
         return len(batch)

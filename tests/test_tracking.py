@@ -61,6 +61,12 @@ def test_resume_never_duplicates(tracker):
     assert again.log_metrics(rid, {"val_acc": 0.7, "train_loss": 0.8}, step=3) == 2
     hist = again.client.get_metric_history(rid, "val_acc")
     assert sorted(m.step for m in hist) == [1, 2, 3]
+    assert again.resumed(rid) and not tracker.resumed(rid)
+    # a gap (a report the driver never received before the interruption) can be back-filled once
+    assert again.log_metrics(rid, {"test_acc": 0.7}, step=3) == 1
+    assert again.log_metrics(rid, {"val_loss": 0.4}, step=2) == 1
+    assert again.log_metrics(rid, {"val_loss": 0.3}, step=1) == 1
+    assert again.log_metrics(rid, {"val_loss": 0.3}, step=1) == 0
     runs = again.client.search_runs([again.experiment_id], "tags.`gdna.role` = 'trial'")
     assert len(runs) == 1
     assert again.stage_counts() == {"finetune": {"finished": 1}}

@@ -164,13 +164,42 @@ def _callback_class():
     class MLflowTrackingCallback(Callback):
         """Mirrors one stage's trials into MLflow: the only MLflow writer (runs in the driver)."""
 
-        def __init__(self, tracker: SweepTracker, stage: str, resolver: Resolver):
+        def __init__(self, tracker: SweepTracker, stage: str, resolver: Resolver, train_storage: str = ""):
             self.tracker, self.stage, self.resolver = tracker, stage, resolver
+            self.train_storage = train_storage
             self._runs: dict[str, str] = {}
             self._status: dict[str, str] = {}
 
         def __getstate__(self):
-            return {"tracker": self.tracker, "stage": self.stage, "resolver": self.resolver}
+            return {"tracker": self.tracker, "stage": self.stage, "resolver": self.resolver,
+                    "train_storage": self.train_storage}
+
+        def _step_of(self, result) -> int:
+            key = "step" if self.stage == "pretrain" else "epoch"
+            try:
+                return int(result.get(key, result.get("training_iteration", 0)))
+            except (TypeError, ValueError):
+                return int(result.get("training_iteration", 0) or 0)
+
+        def _backfill(self, rid: str, trial, result) -> None:
+            """A resumed trial: log the reports that workers made before the interruption but this
+            driver never received (they are in the Train checkpoint's history); steps already logged are skipped."""
+            key = self.resolver(trial.config)[0]
+            ck = result.get("checkpoint_path")
+            if not ck or not Path(ck).is_dir():
+                storage = getattr(self, "train_storage", "")
+                cks = sorted(Path(storage, key).glob("checkpoint_*")) if storage else []
+                ck = str(cks[-1]) if cks else None
+            if not ck:
+                return
+            try:
+                from gdna.train.checkpoint import load_state
+
+                history = load_state(ck).get("history") or []
+            except Exception:  # noqa: BLE001 - best effort: the final metrics are logged regardless
+                return
+            for h in history:
+                self.tracker.log_metrics(rid, numeric_metrics(h), self._step_of(h))
 
         def __setstate__(self, state):
             self.__dict__.update(state)
@@ -193,15 +222,9 @@ def _callback_class():
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             rid = self._run(trial)
-            if self.stage == "pretrain":
-                step = result.get("step", result.get("training_iteration", 0))
-            else:
-                step = result.get("epoch", result.get("training_iteration", 0))
-            try:
-                step = int(step)
-            except (TypeError, ValueError):
-                step = int(result.get("training_iteration", 0))
-            self.tracker.log_metrics(rid, numeric_metrics(result), step)
+            self.tracker.log_metrics(rid, numeric_metrics(result), self._step_of(result))
+            if result.get("gdna_final") and self.tracker.resumed(rid):
+                self._backfill(rid, trial, result)
             ck = result.get("export_path") or result.get("checkpoint_path")
             if ck:
                 self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
@@ -466,7 +489,7 @@ class SweepRunner:
 
                 max_t = max(self._max_epochs(), spec.asha_grace_period)
                 scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=spec.asha_grace_period)
-            cb = _callback_class()(self.tracker, stage, resolver)
+            cb = _callback_class()(self.tracker, stage, resolver, train_storage)
             reporter = self._reporter(stage)
             tuner = tune.Tuner(
                 trainable,
