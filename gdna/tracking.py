@@ -15,11 +15,10 @@ logged per metric so that re-reported results are never logged twice.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from gdna.config import flatten
 

@@ -7,6 +7,11 @@ trial continue from its last checkpoint; a finished trial leaves `<sweep>/train/
 so that it is never trained again (a restored Tune experiment may replay a trial whose completion was
 not yet saved: the trainable then only re-reports the stored final metrics).
 
+Two Tune/Train interactions handled here: (1) the loop's final report says `done=True`, and Tune ends
+a trial (kills its actor) on such a result before its TorchTrainer has released its worker placement
+group, so the report callback renames it `gdna_final`; (2) reports a killed driver never received are
+back-filled on resume from the Train checkpoint's history (MLflow steps are deduped per key).
+
 State under `<storage>/sweeps/<name>/`: spec.yaml (resolved), stages.json, tune/<stage>/ (Tune
 experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db + artifacts/.
 """

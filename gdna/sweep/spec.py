@@ -34,7 +34,6 @@ from gdna.config import (
     ModelConfig,
     ResourcesConfig,
     TrainConfig,
-    TrialConfig,
     from_dict,
     to_dict,
 )
