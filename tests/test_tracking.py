@@ -82,5 +82,5 @@ def test_tracker_pickles_without_client(tracker):
 
 def test_numeric_metrics_filters_tune_keys():
     m = numeric_metrics({"val_acc": 0.5, "epoch": 2, "training_iteration": 3, "time_this_iter_s": 1.0,
-                         "status": "running", "done": False, "test_acc": float("nan"), "config": {}})
+                         "status": "running", "final": False, "test_acc": float("nan"), "config": {}})
     assert set(m) == {"val_acc", "epoch", "test_acc"} and math.isnan(m["test_acc"])

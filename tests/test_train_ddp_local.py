@@ -85,6 +85,6 @@ def test_nan_on_one_rank_ends_both_ranks_diverged(tmp_path, data_root):
     r0, r1 = _spawn(tmp_path, trial, nan_rank=1)
     # rank 1's 4th training forward (step 4 of epoch 1) is NaN: both ranks stop after 3 completed steps
     for r in (r0, r1):
-        assert r["final"]["status"] == "diverged" and r["final"]["done"] is True
+        assert r["final"]["status"] == "diverged" and r["final"]["final"] is True
     assert r0["final"]["step"] == r1["final"]["step"] == 3
     assert [m["status"] for m in r0["reports"]] == [m["status"] for m in r1["reports"]] == ["diverged"]

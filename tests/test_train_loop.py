@@ -73,9 +73,9 @@ def test_cls_reports_the_contract_metrics(cls_reference):
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     for r in reports[:-1]:
         assert {"epoch", "step", "train_loss", "val_loss", "val_acc", "lr", "status"} <= r.keys()
-        assert r["status"] == "running" and r["done"] is False
+        assert r["status"] == "running" and r["final"] is False
     assert final == reports[-1]
-    assert final["status"] == "finished" and final["done"] is True
+    assert final["status"] == "finished" and final["final"] is True
     assert {"test_acc", "test_loss", "best_val_acc", "best_epoch"} <= final.keys()
     # the best epoch is chosen on validation, and the test accuracy is that model's
     best = max(reports, key=lambda r: r["val_acc"])
@@ -154,7 +154,7 @@ def test_gradient_accumulation_matches_full_batch(tmp_path, data_root):
 def test_absurd_lr_ends_diverged_without_crashing(tmp_path, data_root):
     rt = LocalRuntime(tmp_path / "div")
     final = run({"trial": cls_trial(data_root, lr=1e6, epochs=2).to_dict()}, rt)
-    assert final["status"] == "diverged" and final["done"] is True
+    assert final["status"] == "diverged" and final["final"] is True
     assert rt.reports[-1] == final
     # and a restart of the diverged run re-reports instead of training again
     rt2 = LocalRuntime(tmp_path / "div")

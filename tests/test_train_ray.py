@@ -50,7 +50,7 @@ def test_two_worker_ddp_learns_and_retries_from_checkpoint(ray_session, tmp_path
     trainer = build_trainer(t, res, "ddp", str(tmp_path), fail_after=2, fail_marker=str(tmp_path / "marker"))
     result = trainer.fit()
     m = result.metrics
-    assert m["status"] == "finished" and m["done"] is True and m["epoch"] == 4
+    assert m["status"] == "finished" and m["final"] is True and m["epoch"] == 4
     from gdna.data.genomic_benchmarks import classification_datasets
 
     val = classification_datasets(t.data, t.train.seed)[1]

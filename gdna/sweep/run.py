@@ -7,10 +7,9 @@ trial continue from its last checkpoint; a finished trial leaves `<sweep>/train/
 so that it is never trained again (a restored Tune experiment may replay a trial whose completion was
 not yet saved: the trainable then only re-reports the stored final metrics).
 
-Two Tune/Train interactions handled here: (1) the loop's final report says `done=True`, and Tune ends
-a trial (kills its actor) on such a result before its TorchTrainer has released its worker placement
-group, so the report callback renames it `gdna_final`; (2) reports a killed driver never received are
-back-filled on resume from the Train checkpoint's history (MLflow steps are deduped per key).
+The loop marks its last report `final=True` (never Tune's reserved `done`: Tune would kill the trial
+on it before its TorchTrainer released its worker placement group). Reports a killed driver never
+received are back-filled on resume from the Train checkpoint's history (MLflow steps are deduped per key).
 
 State under `<storage>/sweeps/<name>/`: spec.yaml (resolved), stages.json, tune/<stage>/ (Tune
 experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db + artifacts/.
@@ -111,55 +110,29 @@ def _trainable(config: dict, resolver: Resolver, resources: dict, train_storage:
         final = json.loads(marker.read_text()) if marker.is_file() else read_pretrain_metrics(done_json.parent)
         final = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
         final.setdefault("status", "finished")
-        final.pop("done", None)
-        final["gdna_final"] = True
+        final["final"] = True
         final["gdna_replayed"] = True
         tune.report(final)
         return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     from gdna.train.trainer import build_trainer
 
     trainer = build_trainer(
         trial, from_dict(ResourcesConfig, resources), name=key, storage_path=train_storage,
-        callbacks=[_report_callback()],
+        callbacks=[TuneReportCallback()],
     )
     result = trainer.fit()
     if getattr(result, "error", None) is not None:
         raise result.error
     metrics = dict(result.metrics or {})
-    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and k != "done"}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     if getattr(result, "checkpoint", None) is not None:
         metrics.setdefault("checkpoint_path", result.checkpoint.path)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, default=str))
     tmp.replace(marker)
-
-
-_REPORT_CLS = None
-
-
-def _report_callback():
-    """TuneReportCallback that renames the loop's `done` to `gdna_final`.
-
-    Tune ends a trial (kills its actor) as soon as a result says done=True; the trial's TorchTrainer
-    controller would die before it removes its worker placement group, and on a local Ray without the
-    state API nothing else removes it (the resources leak and later trials never start)."""
-    global _REPORT_CLS
-    if _REPORT_CLS is None:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        class GdnaTuneReportCallback(TuneReportCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                fixed = []
-                for m in metrics:
-                    m = dict(m)
-                    if m.pop("done", False):
-                        m["gdna_final"] = True
-                    fixed.append(m)
-                return super().after_report(run_context, fixed, checkpoint)
-
-        _REPORT_CLS = GdnaTuneReportCallback
-    return _REPORT_CLS()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,13 +201,13 @@ def _callback_class():
         def on_trial_result(self, iteration, trials, trial, result, **info):
             rid = self._run(trial)
             self.tracker.log_metrics(rid, numeric_metrics(result), self._step_of(result))
-            if result.get("gdna_final") and self.tracker.resumed(rid):
+            if result.get("final") and self.tracker.resumed(rid):
                 self._backfill(rid, trial, result)
             ck = result.get("export_path") or result.get("checkpoint_path")
             if ck:
                 self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
             st = result.get("status")
-            if result.get("gdna_final") or result.get("done"):
+            if result.get("final"):
                 self._status[trial.trial_id] = st if st in ("finished", "diverged") else "finished"
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -244,7 +217,7 @@ def _callback_class():
             if st is None:
                 last = trial.last_result or {}
                 st = last.get("status") if last.get("status") in ("finished", "diverged") else "finished"
-                if not (last.get("done") or last.get("gdna_final")):
+                if not last.get("final"):
                     extra["gdna.early_stopped"] = "true"  # stopped by the scheduler (ASHA)
             self.tracker.set_status(rid, st, **extra)
 

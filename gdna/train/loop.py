@@ -158,7 +158,7 @@ class _Loop:
             m = {
                 "epoch": self.epoch, "step": self.step, "train_loss": acc["loss"], "val_loss": val["loss"],
                 "val_acc": val["acc"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"], "status": "running",
-                "done": False,
+                "final": False,
             }
             if not math.isfinite(val["loss"]):
                 return self._finish_cls(acc, status="diverged", last=m)
@@ -176,7 +176,7 @@ class _Loop:
     def _finish_cls(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
         last_state = C.cpu_state_dict(self.model)
         m = dict(last or {})
-        m.update({"epoch": self.epoch, "step": self.step, "lr": self._lr(), "status": status, "done": True})
+        m.update({"epoch": self.epoch, "step": self.step, "lr": self._lr(), "status": status, "final": True})
         m.setdefault("train_loss", acc["loss"])
         m.setdefault("val_loss", float("nan"))
         m.setdefault("val_acc", float("nan"))
@@ -217,7 +217,7 @@ class _Loop:
                 m = {
                     "step": self.step, "epoch": self.epoch, "train_loss": acc["loss"], "val_loss": val["loss"],
                     "val_ppl": val["ppl"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"],
-                    "status": "running", "done": False,
+                    "status": "running", "final": False,
                 }
                 if not math.isfinite(val["loss"]):
                     return self._finish_clm(acc, status="diverged", last=m)
@@ -233,7 +233,7 @@ class _Loop:
 
     def _finish_clm(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
         m = dict(last or {})
-        m.update({"step": self.step, "epoch": self.epoch, "lr": self._lr(), "status": status, "done": True})
+        m.update({"step": self.step, "epoch": self.epoch, "lr": self._lr(), "status": status, "final": True})
         m.setdefault("train_loss", acc["loss"])
         m.setdefault("val_loss", float("nan"))
         m.setdefault("val_ppl", float("nan"))
