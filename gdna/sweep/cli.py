@@ -141,20 +141,10 @@ def cmd_ui(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gdna.sweep.cli ...`: the sweep commands alone (same error handling as gdna.cli)."""
-    from gdna.errors import GdnaError
+    """`python -m gdna.sweep.cli ...` is `gdna ...` (the same parser and error handling)."""
+    from gdna.cli import main as gdna_main
 
-    parser = argparse.ArgumentParser(prog="gdna")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except GdnaError as e:
-        print(f"gdna: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("gdna: interrupted", file=sys.stderr)
-        return 130
+    return gdna_main(argv)
 
 
 if __name__ == "__main__":
