@@ -204,3 +204,13 @@ def test_searcher_spaces_build_without_ray(tmp_path, data_root):
         key, trial, meta, name = res({"cell": plan.cells[-1].id, "train.lr": 2e-4, "train.batch_size": 64})
         assert trial["train"]["lr"] == 2e-4 and trial["train"]["batch_size"] == 64 and meta["stage"] == "finetune"
     assert not ray.is_initialized()
+
+
+def test_relative_locations_are_fixed_at_load_time(tmp_path, monkeypatch, data_root):
+    # Tune runs every trial in its own working directory: a relative storage path resolved there
+    # would point the fine-tuning trials at a pretraining checkpoint that is not there.
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(REPO / "sweeps" / "quickstart.yaml", data_root=str(data_root), storage="runs")
+    assert spec.storage == str(tmp_path / "runs")
+    monkeypatch.chdir(REPO)
+    assert spec.pretrain_dir() == tmp_path / "runs" / "pretrain"

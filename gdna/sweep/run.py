@@ -483,12 +483,20 @@ class SweepRunner:
                 ),
             )
         results = tuner.fit()
-        n_err = 0
+        n_err = n_open = 0
         for res in results:
-            key, trial_dict, meta, name = resolver(res.config or {})
             m = res.metrics or {}
+            # interrupted (Ctrl-C, a lost driver): a trial that never started has no config yet, and one
+            # stopped mid-run has no final report (ASHA's early stops are complete without one)
+            finished = bool(res.error) or bool(m.get("final")) or (spec.scheduler == "asha" and bool(m))
+            if "cell" not in (res.config or {}):
+                n_open += 1
+                continue
+            n_open += not finished
+            key, trial_dict, meta, name = resolver(res.config)
+            status = "errored" if res.error else (m.get("status") or "finished") if finished else "unfinished"
             row = {**meta, "key": key, "name": name, "lr": trial_dict["train"]["lr"],
-                   "batch": trial_dict["train"]["batch_size"], "status": "errored" if res.error else (m.get("status") or "finished")}
+                   "batch": trial_dict["train"]["batch_size"], "status": status}
             if stage == "finetune":
                 row.update(val=m.get("best_val_acc", m.get("val_acc")), test=m.get("test_acc"))
             else:
@@ -497,8 +505,9 @@ class SweepRunner:
             if res.error:
                 n_err += 1
                 self.errors.append(f"{stage} {name}: {type(res.error).__name__}: {str(res.error).splitlines()[0] if str(res.error) else ''}")
-        print(f"stage {stage}: {len(results)} trials, {n_err} errored", file=self.out, flush=True)
-        return n_err == 0
+        unfinished = f", {n_open} unfinished (continue with `gdna resume {spec.name}`)" if n_open else ""
+        print(f"stage {stage}: {len(results)} trials, {n_err} errored{unfinished}", file=self.out, flush=True)
+        return n_err == 0 and n_open == 0
 
     def _max_epochs(self) -> int:
         from gdna.config import finetune_recipe

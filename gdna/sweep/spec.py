@@ -356,8 +356,14 @@ def spec_from_dict(raw: Any, spec_path: Path | None = None, check_data: bool | N
         raw["search_space"] = space.name
     raw.update({k: v for k, v in overrides.items() if v is not None})
     spec = from_dict(SweepSpec, raw)
-    spec = dataclasses.replace(spec, space=space, spec_path=str(spec_path or ""))
-    return spec.validate(check_data)
+    spec = dataclasses.replace(spec, space=space, spec_path=str(spec_path or "")).validate(check_data)
+    # locations are fixed here, in the driver's working directory: Tune runs each trial in another one
+    return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=_absolute(spec.data_root))
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (URIs such as s3://... and "" unchanged)."""
+    return path if not path or "://" in path else str(Path(path).expanduser().resolve())
 
 
 def load_spec(path: str | os.PathLike, check_data: bool | None = None, **overrides: Any) -> SweepSpec:
