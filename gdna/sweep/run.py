@@ -489,7 +489,7 @@ class SweepRunner:
             # interrupted (Ctrl-C, a lost driver): a trial that never started has no config yet, and one
             # stopped mid-run has no final report (ASHA's early stops are complete without one)
             finished = bool(res.error) or bool(m.get("final")) or (spec.scheduler == "asha" and bool(m))
-            if "cell" not in (res.config or {}):
+            if not res.config:
                 n_open += 1
                 continue
             n_open += not finished
