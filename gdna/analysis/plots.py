@@ -100,7 +100,7 @@ def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None) -> Figur
             labels.append("runs excluded (diverged/errored)")
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 2 * ncols), frameon=False)  # fits the width
     return fig
 
 
