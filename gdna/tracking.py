@@ -29,6 +29,11 @@ FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_va
 _METRIC_PREFIXES = ("train_", "val_", "test_", "best_")
 
 
+def sweep_store_uri(sweep_dir: str | Path) -> str:
+    """A sweep's default MLflow store: `sqlite:///<storage>/sweeps/<name>/mlflow.db` (DESIGN.md)."""
+    return f"sqlite:///{Path(sweep_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(

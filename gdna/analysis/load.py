@@ -24,11 +24,10 @@ DEFAULT_STORAGE = "runs"
 
 
 def default_tracking_uri(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> str:
-    """`sqlite:///<storage>/sweeps/<name>/mlflow.db`, the sweep's default store (DESIGN.md).
+    """The sweep's default store, by the same rule the sweep uses (gdna.tracking.sweep_store_uri)."""
+    from gdna.tracking import sweep_store_uri
 
-    Same rule as gdna.sweep.spec.SweepSpec.tracking(); kept here so that analysis needs no spec.
-    """
-    return f"sqlite:///{sweep_db_path(sweep_name, storage)}"
+    return sweep_store_uri(sweep_db_path(sweep_name, storage).parent)
 
 
 def sweep_db_path(sweep_name: str, storage: str | Path = DEFAULT_STORAGE) -> Path:

@@ -44,9 +44,11 @@ from gdna.tracking import (
     trial_tags,
 )
 
+from gdna.train.trainer import DEFAULT_HEALTH_CHECK_S, HEALTH_CHECK_ENV
+
 RESULT_MARKER = "gdna_result.json"
 ENV_DEFAULTS = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # default 2 s costs 2 s per report
+    HEALTH_CHECK_ENV: DEFAULT_HEALTH_CHECK_S,  # Ray's default 2 s costs 2 s per report
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # a replayed finished trial reports only final metrics
     "RAY_AIR_NEW_OUTPUT": "0",  # use our CLIReporter columns
     "RAY_DEDUP_LOGS": "1",

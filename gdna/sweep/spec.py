@@ -277,7 +277,9 @@ class SweepSpec:
         return self.storage_dir() / "pretrain"
 
     def tracking(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.sweep_dir() / 'mlflow.db'}"
+        from gdna.tracking import sweep_store_uri
+
+        return self.tracking_uri or sweep_store_uri(self.sweep_dir())
 
     def base_model(self) -> ModelConfig:
         return from_dict(ModelConfig, self.model, "model")
