@@ -173,16 +173,21 @@ class _Loop:
             self._report(m)
         return self._finish_cls({"loss": float("nan"), "tokens_per_s": 0.0}, status="finished", last=self.history[-1] if self.history else {})
 
-    def _finish_cls(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
-        last_state = C.cpu_state_dict(self.model)
+    def _final_metrics(self, acc: dict, status: str, last: dict | None, val_metric: str) -> dict[str, Any]:
+        """The last report's metrics (either objective), marked final; a diverged run has no train loss."""
         m = dict(last or {})
         m.update({"epoch": self.epoch, "step": self.step, "lr": self._lr(), "status": status, "final": True})
         m.setdefault("train_loss", acc["loss"])
         m.setdefault("val_loss", float("nan"))
-        m.setdefault("val_acc", float("nan"))
+        m.setdefault(val_metric, float("nan"))
         m.setdefault("tokens_per_s", acc.get("tokens_per_s", 0.0))
         if status == "diverged":
             m["train_loss"] = float("nan")
+        return m
+
+    def _finish_cls(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
+        last_state = C.cpu_state_dict(self.model)
+        m = self._final_metrics(acc, status, last, "val_acc")
         if self.best is not None:
             self.model.load_state_dict(self.best["model"])
             test = self._eval(self.test_ds)
@@ -232,14 +237,7 @@ class _Loop:
                                 last=self.history[-1] if self.history else {})
 
     def _finish_clm(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
-        m = dict(last or {})
-        m.update({"step": self.step, "epoch": self.epoch, "lr": self._lr(), "status": status, "final": True})
-        m.setdefault("train_loss", acc["loss"])
-        m.setdefault("val_loss", float("nan"))
-        m.setdefault("val_ppl", float("nan"))
-        m.setdefault("tokens_per_s", acc.get("tokens_per_s", 0.0))
-        if status == "diverged":
-            m["train_loss"] = float("nan")
+        m = self._final_metrics(acc, status, last, "val_ppl")
         if self.best is not None:
             m.update({"best_val_loss": self.best["value"], "best_val_ppl": perplexity(self.best["value"]),
                       "best_step": self.best["at"]})
