@@ -50,9 +50,10 @@ def train_loop_per_worker(config: dict) -> None:
 
 def run(config: dict, rt: Runtime) -> dict[str, Any]:
     """Train (or resume, or re-report a finished run) and return the final metrics."""
+    entered = time.time()  # the loop's start event says how long imports, data and model took
     trial = TrialConfig.from_dict(config["trial"]).validate()
     loop = _Loop(trial, rt, config)
-    return loop.run()
+    return loop.run(entered)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ class _Loop:
         self.model.train()
 
     # -- main -------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, entered: float | None = None) -> dict[str, Any]:
         with self.rt.resume_dir() as d:
             resume = C.load_state(d) if d else None
         if resume is not None:
@@ -140,6 +141,7 @@ class _Loop:
             "resumed_from": (self.epoch if self.objective == "cls" else self.step) if resume is not None else None,
             "objective": self.objective,
             "world_size": self.rt.world_size,
+            "entered": entered,
         })
         final = self._run_cls() if self.objective == "cls" else self._run_clm()
         self._event({"event": "end", "status": final.get("status")})
