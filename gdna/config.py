@@ -26,6 +26,7 @@ STRATEGIES = ("scratch", "hg38", "task_spt", "domain_spt")
 # which pretraining corpus each strategy needs (scratch needs none)
 CORPUS_OF_STRATEGY = {"hg38": "genome", "task_spt": "task", "domain_spt": "domain"}
 CORPORA = ("genome", "task", "domain")
+GREATAPES_TASK = "greatapes"  # task name of great-ape species classification (data in <data_root>/greatapes/)
 OBJECTIVES = ("cls", "clm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 POOLINGS = ("mean", "last")

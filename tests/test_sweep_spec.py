@@ -134,7 +134,7 @@ def test_paper_table1_plan_without_data(tmp_path, capsys):
 
 
 def test_shipped_specs_and_spaces_load(data_root):
-    for name in ("quickstart", "paper_table1"):
+    for name in ("quickstart", "paper_table1", "greatapes"):
         load_spec(REPO / "sweeps" / f"{name}.yaml", check_data=False, data_root=str(data_root))
     spec = load_spec(REPO / "sweeps" / "quickstart.yaml", data_root=str(data_root))
     for space in ("paper_grid", "smoke", "optuna_tpe"):

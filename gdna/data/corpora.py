@@ -11,6 +11,8 @@ Which sequences each corpus uses (test sequences are NEVER read into a corpus):
   its val part. So a task_spt pretraining run with the same (seed, fold) as the fine-tuning it feeds never
   sees that fine-tuning's validation sequences (model selection stays unbiased).
 - domain: the same rule applied to every task in `domain_tasks`, concatenated.
+  The `greatapes` task's part is every species' whole blocks of the fine-tuning block split's train
+  (val) part (gdna.data.greatapes.clm_sequences), never a test block.
 Sequences longer than L+1 tokens are cut into consecutive L+1 chunks; the last chunk is right padded
 (chunks of a single token, which have no target, are dropped).
 """
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import DataConfig
+from gdna.config import GREATAPES_TASK, DataConfig
 from gdna.errors import ConfigError, DataError
 from gdna.data.genome import GenomeWindows
 from gdna.data.genomic_benchmarks import STREAM_SUB_TRAIN, STREAM_SUB_VAL, load_task, pack_tokens, split_train_val, subsample
@@ -87,22 +89,22 @@ def chunk_windows(seqs: Sequence[bytes], window: int) -> np.ndarray:
     flat, offsets = pack_tokens(seqs)
     lengths = np.diff(offsets)
     n_chunks = -(-lengths // window)  # (S,)
-    seq_of = np.repeat(np.arange(len(seqs)), n_chunks)
-    first_chunk = np.cumsum(n_chunks) - n_chunks
-    k = np.arange(int(n_chunks.sum())) - np.repeat(first_chunk, n_chunks)  # chunk index within its sequence
-    start = offsets[seq_of] + k * window
-    size = np.minimum(window, offsets[seq_of + 1] - start)
-    keep = size >= 2
-    start, size = start[keep], size[keep]
-    out = np.full((len(start), window), PAD_ID, dtype=np.uint8)
-    rows = np.repeat(np.arange(len(start)), size)
-    cols = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
-    out[rows, cols] = flat[np.repeat(start, size) + cols]
-    return out
+    first_row = np.cumsum(n_chunks) - n_chunks  # (S,) first window of each sequence
+    out = np.full((int(n_chunks.sum()), window), PAD_ID, dtype=np.uint8)
+    dest = out.reshape(-1)
+    for a, b, r in zip(offsets[:-1].tolist(), offsets[1:].tolist(), first_row.tolist()):
+        dest[r * window:r * window + b - a] = flat[a:b]  # one contiguous copy per sequence
+    k = np.arange(len(out)) - np.repeat(first_row, n_chunks)  # chunk index within its sequence
+    size = np.minimum(window, np.repeat(lengths, n_chunks) - k * window)
+    return out[size >= 2]  # a chunk of a single token has no target
 
 
 def task_clm_sequences(data_cfg: DataConfig, task_name: str, seed: int) -> tuple[list[bytes], list[bytes]]:
     """(train part, val part) of one task's TRAIN split, by the fine-tuning fold split; never test."""
+    if task_name == GREATAPES_TASK:  # the species' whole train / val blocks (gdna.data.greatapes)
+        from gdna.data import greatapes
+
+        return greatapes.clm_sequences(data_cfg, seed)
     task = load_task(data_cfg.root(), task_name)
     tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
     return [task.train.seqs[i] for i in tr], [task.train.seqs[i] for i in va]

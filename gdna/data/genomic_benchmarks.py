@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import DataConfig
+from gdna.config import GREATAPES_TASK, DataConfig
 from gdna.errors import ConfigError, DataError
 from gdna.data.tokenizer import BYTE_TO_ID, INVALID, PAD_ID
 
@@ -286,7 +286,11 @@ def classification_datasets(
     """(train_ds, val_ds, test_ds, n_classes) for data_cfg.task; val is fold `fold` of the task's train split."""
     data_cfg.validate()
     if not data_cfg.task:
-        raise ConfigError("data.task: a classification trial needs a Genomic Benchmarks task")
+        raise ConfigError("data.task: a classification trial needs a Genomic Benchmarks task (or greatapes)")
+    if data_cfg.task == GREATAPES_TASK:  # species classification (gdna.data.greatapes), not a benchmark folder
+        from gdna.data import greatapes
+
+        return greatapes.classification_datasets(data_cfg, seed)
     task = load_task(data_cfg.root(), data_cfg.task)
     max_len = data_cfg.max_len or task.max_len
     tr, va = task_split_indices(task, data_cfg, seed)

@@ -18,11 +18,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from gdna.config import GREATAPES_TASK, DataConfig
 from gdna.errors import ConfigError, DataError
 from gdna.data.genome import GENOME_LUT, FastaReader
-from gdna.data.tokenizer import INVALID
+from gdna.data.genomic_benchmarks import STREAM_SUB_TEST, STREAM_SUB_TRAIN, STREAM_SUB_VAL, split_train_val, subsample
+from gdna.data.tokenizer import BASE_IDS, INVALID
 
-APES_DIR = "greatapes"
+# raw FASTA byte → the upper-case base its token stands for (soft-masked lower case folded, IUPAC → N;
+# anything else → "?", which the tokenizer then rejects naming the corpus)
+_ID_TO_BASE = np.full(256, ord("?"), dtype=np.uint8)
+for _base, _id in BASE_IDS.items():
+    _ID_TO_BASE[_id] = ord(_base)
+_NORMALISE = _ID_TO_BASE[GENOME_LUT]
+
+APES_DIR = GREATAPES_TASK  # <data_root>/greatapes/<species>.fa
+TEST_FRACTION = 0.1
 STREAM_TEST_BLOCKS, STREAM_VAL_BLOCKS, STREAM_SEGMENTS = 0x4A01, 0x4A02, 0x4A03
 
 
@@ -54,18 +64,20 @@ def _load(root: str) -> GreatApes:
     return GreatApes(tuple(f.stem for f in files), tuple(blocks), lengths, readers)
 
 
-def split_blocks(n_blocks: int, seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:
-    """Block indices → (train, val, test), sorted; test fixed for all seeds, val drawn from the seed."""
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"greatapes fractions: need 3 positive fractions summing to 1, got {fractions}")
-    n_test, n_val = int(round(n_blocks * fractions[2])), int(round(n_blocks * fractions[1]))
-    if min(n_test, n_val, n_blocks - n_test - n_val) < 1:
-        raise DataError(f"cannot split {n_blocks} blocks into train/val/test")
+def split_blocks(n_blocks: int, seed: int, n_folds: int = 1, fold: int = 0, val_fraction: float = 0.1,
+                 test_fraction: float = TEST_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block indices → (train, val, test), sorted. Test: a fixed `test_fraction` of the blocks, the same for
+    every seed (a benchmark). Val: fold `fold` of `n_folds` of the other blocks (n_folds=1: `val_fraction` of
+    them), by the same seeded rule as a Genomic Benchmarks task's train/val split."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"greatapes test_fraction: must be in (0, 1), got {test_fraction}")
+    n_test = int(round(n_blocks * test_fraction))
     order = np.random.default_rng([STREAM_TEST_BLOCKS]).permutation(n_blocks)
     test, rest = order[:n_test], order[n_test:]
-    rest = np.random.default_rng([int(seed), STREAM_VAL_BLOCKS]).permutation(rest)
-    val, train = rest[:n_val], rest[n_val:]
-    return np.sort(train), np.sort(val), np.sort(test)
+    tr, va = split_train_val(len(rest), int(seed), n_folds, fold, val_fraction)
+    if min(n_test, len(tr), len(va)) < 1:
+        raise DataError(f"cannot split {n_blocks} blocks into train/val/test")
+    return np.sort(rest[tr]), np.sort(rest[va]), np.sort(test)
 
 
 class SegmentDataset(Dataset):
@@ -79,6 +91,9 @@ class SegmentDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> "SegmentDataset":
+        return SegmentDataset(self.segments[idx], self.labels[idx], self.blocks[idx], self.starts[idx])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         ids = torch.from_numpy(self.segments[i].astype(np.int64))
@@ -109,16 +124,48 @@ def greatapes_datasets(
     seq_len: int,
     seed: int,
     per_block: int = 1,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    n_folds: int = 1,
+    fold: int = 0,
+    val_fraction: float = 0.1,
 ) -> tuple[SegmentDataset, SegmentDataset, SegmentDataset, int]:
-    """(train_ds, val_ds, test_ds, n_species); blocks shorter than seq_len in any species are left out."""
+    """(train_ds, val_ds, test_ds, n_species). The block split covers ALL blocks (so it does not depend on
+    seq_len: a self-pretraining run at another length never sees this run's val or test blocks); blocks
+    shorter than seq_len in any species are then left out of each part."""
     if seq_len < 1 or per_block < 1:
         raise ConfigError(f"greatapes: seq_len and per_block must be > 0, got {seq_len}, {per_block}")
     apes = load_greatapes(root)
-    usable = np.flatnonzero((apes.lengths >= seq_len).all(axis=0))
-    parts = split_blocks(len(usable), seed, fractions)
+    usable = (apes.lengths >= seq_len).all(axis=0)  # (B,)
+    parts = [p[usable[p]] for p in split_blocks(len(apes.blocks), seed, n_folds, fold, val_fraction)]
+    if any(len(p) == 0 for p in parts):
+        raise DataError(f"{Path(root) / APES_DIR}: too few blocks of at least {seq_len} bp in every species "
+                        f"({int(usable.sum())}) to fill train, val and test")
     out = []
     for k, part in enumerate(parts):
         seg_seed = [STREAM_SEGMENTS, k] if k == 2 else [int(seed), STREAM_SEGMENTS, k]  # test segments fixed too
-        out.append(sample_segments(apes, usable[part], seq_len, per_block, np.random.default_rng(seg_seed)))
+        out.append(sample_segments(apes, part, seq_len, per_block, np.random.default_rng(seg_seed)))
     return out[0], out[1], out[2], len(apes.species)
+
+
+def classification_datasets(data_cfg: DataConfig, seed: int) -> tuple[SegmentDataset, SegmentDataset, SegmentDataset, int]:
+    """The `greatapes` task for a fine-tuning trial: segments of data.max_len (else data.context_len) bp,
+    val = fold data.fold of data.n_folds of the non-test blocks; seeded subsamples as for any task."""
+    L = data_cfg.max_len or data_cfg.context_len
+    train, val, test, n = greatapes_datasets(data_cfg.root(), L, seed, 1, data_cfg.n_folds, data_cfg.fold,
+                                             data_cfg.val_fraction)
+    train = train.subset(subsample(np.arange(len(train)), data_cfg.max_train_examples, seed, STREAM_SUB_TRAIN))
+    val = val.subset(subsample(np.arange(len(val)), data_cfg.max_eval_examples, seed, STREAM_SUB_VAL))
+    test = test.subset(subsample(np.arange(len(test)), data_cfg.max_eval_examples, seed, STREAM_SUB_TEST))
+    return train, val, test, n
+
+
+def clm_sequences(data_cfg: DataConfig, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """(train part, val part) for self-pretraining on `greatapes`: every species' whole train (val) blocks,
+    by the fine-tuning block split of (seed, fold); never a test block. Upper case, IUPAC codes as N."""
+    apes = load_greatapes(data_cfg.root())
+    tr, va, _ = split_blocks(len(apes.blocks), seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
+
+    def read(blocks: np.ndarray) -> list[bytes]:
+        return [_NORMALISE[r.gather(apes.blocks[b], np.zeros(1, dtype=np.int64), int(apes.lengths[s, b]))[0]].tobytes()
+                for s, r in enumerate(apes.readers) for b in blocks]
+
+    return read(tr), read(va)

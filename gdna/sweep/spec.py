@@ -29,6 +29,7 @@ import yaml
 
 from gdna.config import (
     ARCHITECTURES,
+    GREATAPES_TASK,
     STRATEGIES,
     DataConfig,
     ModelConfig,
@@ -246,6 +247,11 @@ class SweepSpec:
         if not root.is_dir():
             raise ConfigError(f"data_root: {root} does not exist (set data_root, --data-root or GDNA_DATA_ROOT)")
         for i, t in enumerate(self.tasks + tuple(self.pretrain.domain_tasks)):
+            if t == GREATAPES_TASK:
+                apes = root / GREATAPES_TASK
+                if len(list(apes.glob("*.fa"))) < 2:
+                    raise ConfigError(f"tasks[{i}]: greatapes needs at least 2 species FASTA files (*.fa) in {apes}")
+                continue
             d = root / "genomic_benchmarks" / t / "train"
             if not d.is_dir():
                 have = sorted(p.name for p in (root / "genomic_benchmarks").glob("*") if p.is_dir())
