@@ -2,6 +2,8 @@
 and a fine-tuning run through the training loop."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -59,14 +61,8 @@ def test_self_pretraining_corpus_is_the_train_blocks_only(data_root):
     assert train_seqs[0] == record.upper().encode()
     total = sum(int(apes.lengths[s, b]) for s in range(4) for b in tr_b)
     assert sum(map(len, train_seqs)) == total
-    train_ds, val_ds = clm_datasets(dataclass_replace(cfg, max_train_examples=50, max_eval_examples=10), 0)
+    train_ds, val_ds = clm_datasets(dataclasses.replace(cfg, max_train_examples=50, max_eval_examples=10), 0)
     assert len(train_ds) == 50 and train_ds[0].shape == (129,)
-
-
-def dataclass_replace(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
 
 
 def test_sweep_accepts_greatapes_and_names_a_missing_folder(data_root, tmp_path):
