@@ -22,6 +22,8 @@ from gdna.models.transformer import Backbone
 
 FILTER_REF_LEN = 1024  # lag t is fed to the filter MLP as t / FILTER_REF_LEN (fixed: length-independent filters)
 FILTER_EMB_DIM = 5  # positional features: t, and cos/sin of 2 frequency bands
+CPU_CHUNK_TOKENS = 1024  # tokens (batch × positions) per chunk of a block's MLP half on CPU
+CPU_GROUP_VALUES = 1 << 19  # channels × batch × length per channel group on CPU (2 MiB per fp32 tensor)
 
 
 class Sin(nn.Module):
@@ -77,13 +79,30 @@ class ImplicitFilter(nn.Module):
         phase = 2 * math.pi * f * t  # (L, bands)
         return torch.cat([t, torch.cos(phase), -torch.sin(phase)], dim=-1), t  # (L, emb), (L, 1)
 
-    def forward(self, L: int, device) -> torch.Tensor:
+    def hidden(self, L: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP up to its last (bias-free, channel-mixing) layer: (L, filter_dim) activations and t (L, 1)."""
         z, t = self.features(L, device)
-        h = self.mlp(z.to(self.mlp[0].weight.dtype))  # (L, channels)
+        return self.mlp[:-1](z.to(self.mlp[0].weight.dtype)), t
+
+    def filters(self, hidden: torch.Tensor, t: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """Filters of channels c0..c1-1 from `hidden` (L, filter_dim): (c1-c0, L), lags along the last dim."""
+        w = self.mlp[-1].weight[c0:c1]  # (G, filter_dim)
+        h = w @ hidden.t()  # (G, L): written channel-major, no transpose copy
         # the exponent is floored at -60 (e^-60 ≈ 1e-26): far lags would otherwise give fp32 denormals,
         # which are both meaningless here and very slow on CPUs
-        h = h * torch.exp((-t * self.decay[None, :]).clamp(min=-60.0)).to(h.dtype)
-        return h.transpose(0, 1)  # (channels, L)
+        decay = (-t.t() * self.decay[c0:c1, None]).clamp(min=-60.0)  # (G, L)
+        return h * torch.exp(decay).to(h.dtype)
+
+    def forward(self, L: int, device) -> torch.Tensor:
+        return self.filters(*self.hidden(L, device), 0, self.channels)  # (channels, L)
+
+
+def channel_group(B: int, D: int, L: int, device) -> int:
+    """Channels the operator processes at a time: all of them off CPU; on CPU as many as keep one group's
+    activations (B·G·L values per tensor) within CPU_GROUP_VALUES, at least 8."""
+    if torch.device(device).type != "cpu":
+        return D
+    return max(8, min(D, CPU_GROUP_VALUES // (B * L)))
 
 
 class HyenaOperator(nn.Module):
@@ -108,16 +127,58 @@ class HyenaOperator(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
         B, L, D = u.shape
-        z = self.in_proj(u).transpose(1, 2)  # (B, (order+1)·D, L)
-        z = kernels.causal_depthwise_conv1d(z, self.short_conv.weight.squeeze(1), self.short_conv.bias)
-        *x, v = z.split(D, dim=1)  # order × (B, D, L) gates, v (B, D, L)
-        k = self.filter(L, u.device).view(self.order - 1, D, L)  # (order-1, D, L)
-        bias = self.filter_bias.view(self.order - 1, D)
+        hidden, t = self.filter.hidden(L, u.device)  # (L, filter_dim), (L, 1): shared by all channels
+        G = channel_group(B, D, L, u.device)
+        ys = [self._mix(u, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # each (B, G, L)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)  # (B, D, L)
+        return self._out_proj(y)
+
+    def _mix(self, u: torch.Tensor, hidden: torch.Tensor, t: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """Channels c0..c1-1 of the operator, from the input u (B, L, D) to the last gate: (B, G, L)."""
+        *x, v = self._short_conv(self._in_proj(u, c0, c1), c0, c1).split(c1 - c0, dim=1)  # (B, G, L) each
         for o, x_i in enumerate(reversed(x[1:])):
             v = self.dropout(v * x_i)
-            v = kernels.fft_long_conv(v, k[o], bias[o])  # (B, D, L), causal, O(L log L)
-        y = (v * x[0]).transpose(1, 2)  # (B, L, D)
-        return self.out_proj(y)
+            lo = o * self.d_model  # this order's filters
+            k_f = kernels.long_conv_spectrum(self.filter.filters(hidden, t, lo + c0, lo + c1), v.shape[-1],
+                                             self.filter_bias[lo + c0:lo + c1])  # (G, L+1), skip term folded in
+            v = kernels.fft_conv_with_spectrum(v, k_f)  # (B, G, L), causal, O(L log L)
+        return v * x[0]
+
+    def _rows(self, p: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """The rows of a per-z-channel parameter p ((order+1)·D, ...) for channels c0..c1-1 of x_1..x_order, v."""
+        return p.view(self.order + 1, self.d_model, *p.shape[1:])[:, c0:c1].flatten(0, 1)  # ((order+1)·G, ...)
+
+    def _in_proj(self, u: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """in_proj without its bias for channels c0..c1-1, written channel-major (W uᵀ, no transpose copy):
+        u (B, L, D) → (B, (order+1)·G, L). The bias is added by _short_conv."""
+        w = self._rows(self.in_proj.weight, c0, c1)  # ((order+1)·G, D)
+        return torch.matmul(w, u.mT)
+
+    def _short_conv(self, z: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """Short causal conv of z + in_proj.bias, z (B, C, L) → (B, C, L), C = (order+1)·G.
+
+        A constant b passes through the conv as b·Σ_j w_j, except at t < K-1, where the causal zero padding
+        drops taps j < K-1-t: conv(z + b) = conv(z) + b·Σ_j w_j - b·Σ_{j<K-1-t} w_j. Adding the bias here
+        (into the conv's own bias, plus a K-1 position fix) saves a full pass over z."""
+        w = self._rows(self.short_conv.weight.squeeze(1), c0, c1)  # (C, K)
+        b_in, b_conv = self._rows(self.in_proj.bias, c0, c1), self._rows(self.short_conv.bias, c0, c1)  # (C,)
+        y = kernels.causal_depthwise_conv1d(z, w, torch.addcmul(b_conv, b_in, w.sum(-1)))  # (B, C, L)
+        n = min(w.shape[-1] - 1, y.shape[-1])
+        if n > 0:
+            dropped = w.cumsum(-1)[:, :w.shape[-1] - 1].flip(-1)[:, :n]  # (C, n): Σ_{j<K-1-t} w_j at t < K-1
+            y[..., :n] -= b_in.unsqueeze(-1) * dropped
+        return y
+
+    def _out_proj(self, y: torch.Tensor) -> torch.Tensor:
+        """out_proj of y (B, D, L) → (B, L, D), reading y transposed (no transpose copy)."""
+        w, b = self.out_proj.weight, self.out_proj.bias
+        return torch.baddbmm(b, y.mT, w.t().expand(y.shape[0], -1, -1))
+
+
+def position_chunk(B: int, L: int, device) -> int:
+    """Positions per chunk of the position-wise half of a block (norm, MLP, residual): all of them off CPU;
+    on CPU CPU_CHUNK_TOKENS // B, so that the MLP's hidden activations stay in cache."""
+    return L if torch.device(device).type != "cpu" else max(1, CPU_CHUNK_TOKENS // B)
 
 
 class HyenaBlock(nn.Module):
@@ -132,6 +193,12 @@ class HyenaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         x = x + self.drop(self.mixer(self.norm1(x)))
+        n = position_chunk(*x.shape[:2], x.device)
+        if n >= x.shape[1]:
+            return self._mlp_residual(x)
+        return torch.cat([self._mlp_residual(c) for c in x.split(n, dim=1)], dim=1)  # (B, L, D)
+
+    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:  # (B, l, D): position-wise
         return x + self.mlp(self.norm2(x))
 
 

@@ -93,6 +93,26 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
 # Long convolution (Hyena)
 
 
+def _fft_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def long_conv_spectrum(k: torch.Tensor, L: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """rfft of the causal filter k[..., :L] zero-padded to 2L, (D, L') → (D, L+1) complex (fp32 or fp64).
+
+    A skip term bias·u[t] is a lag-0 tap, whose spectrum is the constant `bias`: it is added here, so the
+    convolution needs no separate pass over u for it."""
+    k_f = torch.fft.rfft(k[..., :L].to(_fft_dtype(k)), n=2 * L)  # (D, L+1)
+    return k_f if bias is None else k_f + bias.to(k_f.real.dtype).unsqueeze(-1)
+
+
+def fft_conv_with_spectrum(u: torch.Tensor, k_f: torch.Tensor) -> torch.Tensor:
+    """Causal conv of u (B, D, L) with the filter whose long_conv_spectrum is k_f (D, L+1) → (B, D, L), u's dtype."""
+    L = u.shape[-1]
+    u_f = torch.fft.rfft(u.to(k_f.real.dtype), n=2 * L)  # (B, D, L+1); the zero padding is implicit
+    return torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L].to(u.dtype)  # a view of the first half when no cast
+
+
 def fft_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Causal long convolution y[t] = Σ_{s≤t} k[s]·u[t-s] (+ bias·u[t]) in O(L log L) by FFT.
 
@@ -100,15 +120,8 @@ def fft_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = 
     Zero-padding to 2L turns the FFT's circular convolution into a linear one, so nothing wraps
     around from the future. Computed in fp32 (or fp64 if the input is fp64).
     """
-    L = u.shape[-1]
-    dt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    n = 2 * L
-    k_f = torch.fft.rfft(k[..., :L].to(dt), n=n)  # (D, L+1)
-    u_f = torch.fft.rfft(u.to(dt), n=n)  # (B, D, L+1)
-    y = torch.fft.irfft(u_f * k_f, n=n)[..., :L]  # (B, D, L)
-    if bias is not None:
-        y = y + u.to(dt) * bias.to(dt).unsqueeze(-1)
-    return y.to(u.dtype)
+    k_f = long_conv_spectrum(k.to(_fft_dtype(u)), u.shape[-1], bias)
+    return fft_conv_with_spectrum(u, k_f)
 
 
 def direct_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,23 +144,25 @@ def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
                             activation: str | None = None, use_fast: bool = True) -> torch.Tensor:
     """y[b, d, t] = Σ_j weight[d, j]·x[b, d, t-(K-1)+j] (+ bias), then optional SiLU. x (B, D, L), weight (D, K).
 
-    causal_conv1d_fn when importable, on CUDA and 2 ≤ K ≤ 4 (its supported widths); else K shifted
-    multiply-adds over the input left-padded with K-1 zeros.
+    causal_conv1d_fn when importable, on CUDA and 2 ≤ K ≤ 4 (its supported widths); else K
+    multiply-adds of the shifted input (the causal left padding is implicit).
     """
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     K = weight.shape[-1]
     if use_fast and x.is_cuda and 2 <= K <= 4 and has_causal_conv1d():
         return _causal_conv1d_fn()(x.contiguous(), weight.contiguous(), bias, activation=activation)
-    # K shifted multiply-adds over the left-padded input: the same sum as
-    # F.conv1d(F.pad(x, (K-1, 0)), weight[:, None], bias, groups=D), but without oneDNN's slow depthwise
-    # path (several times slower on CPU, worst on the transposed activations the mixers produce)
+    # K shifted multiply-adds: the same sum as F.conv1d(F.pad(x, (K-1, 0)), weight[:, None], bias, groups=D),
+    # but without oneDNN's slow depthwise path (several times slower on CPU, worst on the transposed
+    # activations the mixers produce), and without the padded copy: tap j reads x shifted right by
+    # s = K-1-j, which is added in place into y[..., s:] (the first s outputs only see the zero padding)
     L = x.shape[-1]
-    xp = F.pad(x, (K - 1, 0))  # (B, D, L + K - 1)
     w = weight.unsqueeze(-1)  # (D, K, 1)
-    y = xp[..., :L] * w[:, 0] if bias is None else torch.addcmul(bias.unsqueeze(-1), xp[..., :L], w[:, 0])
-    for j in range(1, K):
-        y = torch.addcmul(y, xp[..., j:j + L], w[:, j])
+    y = x * w[:, K - 1] if bias is None else torch.addcmul(bias.unsqueeze(-1), x, w[:, K - 1])  # (B, D, L)
+    for j in range(K - 1):
+        s = K - 1 - j
+        if s < L:
+            y[..., s:].addcmul_(x[..., :L - s], w[:, j])
     return F.silu(y) if activation == "silu" else y
 
 
