@@ -68,7 +68,10 @@ def test_self_pretraining_corpus_is_the_train_blocks_only(data_root):
 def test_sweep_accepts_greatapes_and_names_a_missing_folder(data_root, tmp_path):
     spec = {"name": "apes", "tasks": ["greatapes"], "architectures": ["mamba"], "strategies": ["scratch", "task_spt"],
             "search_space": "smoke", "data_root": str(data_root), "storage": str(tmp_path / "runs")}
-    spec_from_dict(dict(spec))
+    from gdna.sweep.plan import build_plan
+
+    plan = build_plan(spec_from_dict(dict(spec)))
+    assert {plan.finetune_trial(c, {}, None)[0].model.n_classes for c in plan.cells} == {4}  # analysis: chance 1/4
     (tmp_path / "empty" / "greatapes").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"tasks\[0\]: greatapes needs at least 2 species FASTA"):
         spec_from_dict({**spec, "data_root": str(tmp_path / "empty")})

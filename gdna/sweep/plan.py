@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from gdna.config import (
     CORPUS_OF_STRATEGY,
+    GREATAPES_TASK,
     TrainConfig,
     TrialConfig,
     config_hash,
@@ -248,7 +249,10 @@ def _train_overrides(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def n_classes(spec: SweepSpec, task: str) -> int:
-    """Class count from the task's sorted class folders (2 when the data is not here, e.g. --plan)."""
+    """Class count from the task's sorted class folders, or greatapes' species FASTAs (2 when the data is
+    not here, e.g. --plan)."""
+    if task == GREATAPES_TASK:
+        return max(len(list((spec.root() / GREATAPES_TASK).glob("*.fa"))), 2)
     d = spec.root() / "genomic_benchmarks" / task / "train"
     if d.is_dir():
         n = sum(1 for p in d.iterdir() if p.is_dir())
