@@ -71,10 +71,12 @@ class Cell:
     seed: int
     fold: int
     group: str | None  # pretraining group (None for scratch)
+    context_len: int | None = None  # pretraining context of the group, when pretrain.per_context
 
     @property
     def id(self) -> str:
-        return f"{self.arch}|{self.strategy}|{self.task}|s{self.seed}|f{self.fold}"
+        ctx = f"|c{self.context_len}" if self.context_len else ""
+        return f"{self.arch}|{self.strategy}|{self.task}|s{self.seed}|f{self.fold}{ctx}"
 
 
 @dataclass
@@ -135,6 +137,7 @@ class Plan:
             f"stage 1 pretrain: {len(self.groups)} groups × {len(pre.lrs)} lr × {len(pre.context_lens)} context = "
             f"{len(self.pretrain)} runs ({n_done} already done, {len(self.pretrain) - n_done} to run), "
             f"{pre.steps} steps each, best per group by {pre.selection_metric}"
+            + (" (one group per context length; fine-tuned from each)" if pre.per_context else "")
         )
         if len(self.groups) <= 12:
             for g, jobs in self.groups.items():
@@ -149,11 +152,13 @@ class Plan:
                 c[2] += sum(j.done for j in jobs)
             for strat, (ng, nj, nd) in per.items():
                 corpus = {"hg38": "genome", "task_spt": "each task's train split", "domain_spt": "all tasks' train splits"}[strat]
-                lines.append(f"    {strat:<11s} {ng:>3} groups (arch × {corpus}): {nj} runs, {nd} done")
+                by = f"arch × {corpus}" + (" × context" if pre.per_context else "")
+                lines.append(f"    {strat:<11s} {ng:>3} groups ({by}): {nj} runs, {nd} done")
         axes = " × ".join(f"{k} {len(v)}" for k, v in s.axes().items()) or "no grid axes"
         folds = "paired with seeds" if s.folds == "paired" else f"{len(self._folds())} fold(s)"
+        ctx = f"(× {len(spec.pretrain.context_lens)} context if pretrained) " if spec.pretrain.per_context else ""
         cell_line = (f"{len(spec.architectures)} arch × {len(spec.strategies)} strategy × {len(spec.tasks)} task × "
-                     f"{len(s.seeds)} seed(s) × {folds} = {len(self.cells)} cells")
+                     f"{len(s.seeds)} seed(s) × {folds} {ctx}= {len(self.cells)} cells")
         if s.searcher == "grid":
             how = f"× grid ({axes} = {len(self.points)} points)"
         elif s.searcher == "random":
@@ -194,13 +199,12 @@ def build_plan(spec: SweepSpec) -> Plan:
                 continue
             tasks = list(spec.tasks) if strategy == "task_spt" else [None]
             for task in tasks:
-                group = f"{arch}.{strategy}" + (f".{task}" if task else "")
-                jobs = []
-                for lr in spec.pretrain.lrs:
-                    for ctx in spec.pretrain.context_lens:
-                        jobs.append(_pretrain_job(spec, arch, strategy, task, group, lr, ctx))
-                plan.groups[group] = jobs
-                plan.pretrain.extend(jobs)
+                for ctx_group, ctxs in _context_groups(spec):
+                    group = _group_name(arch, strategy, task, ctx_group)
+                    jobs = [_pretrain_job(spec, arch, strategy, task, group, lr, ctx)
+                            for lr in spec.pretrain.lrs for ctx in ctxs]
+                    plan.groups[group] = jobs
+                    plan.pretrain.extend(jobs)
     # the same pretraining config may serve two groups only if identical; dedupe by key
     seen: dict[str, PretrainJob] = {}
     for j in plan.pretrain:
@@ -211,16 +215,28 @@ def build_plan(spec: SweepSpec) -> Plan:
     for arch in spec.architectures:
         for strategy in spec.strategies:
             for task in spec.tasks:
-                group = None
-                if strategy != "scratch":
-                    group = f"{arch}.{strategy}" + (f".{task}" if strategy == "task_spt" else "")
-                for seed in s.seeds:
-                    for fold in folds_of(seed):
-                        plan.cells.append(Cell(arch, strategy, task, seed, fold, group))
+                groups = [(None, None)] if strategy == "scratch" else [
+                    (_group_name(arch, strategy, task if strategy == "task_spt" else None, c), c)
+                    for c, _ in _context_groups(spec)]
+                for group, ctx in groups:
+                    for seed in s.seeds:
+                        for fold in folds_of(seed):
+                            plan.cells.append(Cell(arch, strategy, task, seed, fold, group, ctx))
     axes = s.axes()
     keys = list(axes)
     plan.points = [dict(zip(keys, vals)) for vals in itertools.product(*(axes[k] for k in keys))] or [{}]
     return plan
+
+
+def _context_groups(spec: SweepSpec) -> list[tuple[int | None, tuple[int, ...]]]:
+    """[(context of the group or None, the contexts its runs try)]: one group per length with
+    pretrain.per_context, else one group trying them all."""
+    ctxs = tuple(spec.pretrain.context_lens)
+    return [(c, (c,)) for c in ctxs] if spec.pretrain.per_context else [(None, ctxs)]
+
+
+def _group_name(arch: str, strategy: str, task: str | None, ctx: int | None) -> str:
+    return f"{arch}.{strategy}" + (f".{task}" if task else "") + (f".ctx{ctx}" if ctx else "")
 
 
 def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, group: str, lr: float, ctx: int) -> PretrainJob:

@@ -93,7 +93,8 @@ class Resolver:
                 meta["params"] = {"pretrain_key": pre.key, "pretrain_context_len": pre.trial.data.context_len,
                                   "pretrain_lr": pre.trial.train.lr}
             t = trial.train
-            name = f"{cell.arch}-{cell.strategy}-{cell.task}-lr{t.lr:g}-b{t.batch_size}-s{cell.seed}-f{cell.fold}"
+            ctx = f"-c{cell.context_len}" if cell.context_len else ""
+            name = f"{cell.arch}-{cell.strategy}-{cell.task}{ctx}-lr{t.lr:g}-b{t.batch_size}-s{cell.seed}-f{cell.fold}"
             out = (key, trial.to_dict(), meta, name)
         self._cache[ck] = out
         return out

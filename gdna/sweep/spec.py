@@ -124,6 +124,9 @@ class PretrainSpec:
     eval_every: int = 500
     seed: int = 0
     selection_metric: str = "val_loss"  # val_loss | val_ppl (both: lower is better)
+    # false: the best (lr, context) per group feeds the fine-tunes; true: each context length is a group of
+    # its own (best lr per length) and every pretrained fine-tuning cell runs once per length (Table 5)
+    per_context: bool = False
     domain_tasks: tuple[str, ...] = ()  # domain_spt corpus; () → the sweep's tasks
     data: dict[str, Any] = field(default_factory=dict)  # DataConfig overrides for pretraining only
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for pretraining only
