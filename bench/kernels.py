@@ -1,6 +1,6 @@
 """Kernel micro-benchmarks (CPU or whatever device is given), printed side by side in one run.
 
-    python bench/kernels.py [--device cpu] [--repeats 5] [--threads N]
+    python bench/kernels.py [--device cpu] [--repeats 5] [--threads N] [--only scan|hyena]
 
 1. Selective scan at L=1024, d=256, N=16, batch 2: the per-step reference vs the chunked scan
    (forward, and forward+backward), as a speed-up ratio (goal ≥ 10×).
@@ -110,13 +110,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: left as it is)")
+    p.add_argument("--only", choices=("scan", "hyena"), help="run one section (default: both)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}, optional kernels {kernels.available_kernels()}")
-    bench_scan(a.device, a.repeats)
-    bench_hyena(a.device, a.repeats)
+    if a.only != "hyena":
+        bench_scan(a.device, a.repeats)
+    if a.only != "scan":
+        bench_hyena(a.device, a.repeats)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,12 @@ def grads(op: HyenaOperator, out: torch.Tensor, w: torch.Tensor) -> dict[str, to
 
 
 @pytest.mark.parametrize("order", [2, 3])
-@pytest.mark.parametrize("group", [None, 4, 5])  # one group; groups that divide D; a ragged last group
+@pytest.mark.parametrize("group,chunk", [(None, None), (4, 1), (5, 2), (4, 3), (16, 10)])  # ragged last ones too
 @pytest.mark.parametrize("short_conv", [2, 3, 4])
-def test_fast_operator_matches_the_reference_fp64(order, group, short_conv, monkeypatch):
+def test_fast_operator_matches_the_reference_fp64(order, group, chunk, short_conv, monkeypatch):
     if group is not None:
         monkeypatch.setattr(hyena, "channel_group", lambda B, D, L, device: group)
+        monkeypatch.setattr(hyena, "position_chunk", lambda B, L, device: chunk)
     op = make_op(order=order, short_conv=short_conv)
     u = torch.randn(2, 37, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     w = torch.randn(2, 37, 16, dtype=torch.float64)
@@ -77,6 +78,7 @@ def test_fast_operator_matches_the_reference_fp64(order, group, short_conv, monk
 def test_fast_operator_matches_the_reference_fp32(group, monkeypatch):
     if group is not None:
         monkeypatch.setattr(hyena, "channel_group", lambda B, D, L, device: group)
+        monkeypatch.setattr(hyena, "position_chunk", lambda B, L, device: 64)
     op = make_op(D=64, dtype=torch.float32)
     u = torch.randn(1, 300, 64, generator=torch.Generator().manual_seed(2)).requires_grad_()
     w = torch.randn(1, 300, 64)

@@ -97,6 +97,13 @@ class ImplicitFilter(nn.Module):
         return self.filters(*self.hidden(L, device), 0, self.channels)  # (channels, L)
 
 
+def position_chunk(B: int, L: int, device) -> int:
+    """Positions per chunk of the position-wise parts (projections, short conv, norm, MLP): all of them off
+    CPU; on CPU CPU_CHUNK_TOKENS // B (at least 64), so that their activations stay in cache and their matrix
+    products are as efficient as at short lengths."""
+    return L if torch.device(device).type != "cpu" else max(64, CPU_CHUNK_TOKENS // B)
+
+
 def channel_group(B: int, D: int, L: int, device) -> int:
     """Channels the operator processes at a time: all of them off CPU; on CPU as many as keep one group's
     activations (B·G·L values per tensor) within CPU_GROUP_VALUES, at least 8."""
@@ -127,43 +134,45 @@ class HyenaOperator(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
         B, L, D = u.shape
+        n = position_chunk(B, L, u.device)
+        parts = [self._project(u, i, min(i + n, L)) for i in range(0, L, n)]  # position-wise half, by chunks
+        *x, v = [p[0] if len(p) == 1 else torch.cat(p, dim=-1) for p in zip(*parts)]  # (B, D, L) each
         hidden, t = self.filter.hidden(L, u.device)  # (L, filter_dim), (L, 1): shared by all channels
         G = channel_group(B, D, L, u.device)
-        ys = [self._mix(u, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # each (B, G, L)
-        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)  # (B, D, L)
-        return self._out_proj(y)
+        ys = [self._long_convs(x, v, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # (B, G, L) each
+        return self._out_proj(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1))  # (B, D, L) → (B, L, D)
 
-    def _mix(self, u: torch.Tensor, hidden: torch.Tensor, t: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
-        """Channels c0..c1-1 of the operator, from the input u (B, L, D) to the last gate: (B, G, L)."""
-        *x, v = self._short_conv(self._in_proj(u, c0, c1), c0, c1).split(c1 - c0, dim=1)  # (B, G, L) each
-        for o, x_i in enumerate(reversed(x[1:])):
-            v = self.dropout(v * x_i)
+    def _project(self, u: torch.Tensor, i: int, j: int) -> list[torch.Tensor]:
+        """in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates x_0..x_{order-2}
+        and dropout(v ⊙ x_{order-1}), each (B, D, j-i). The conv's K-1 earlier positions are recomputed."""
+        s = max(0, i - (self.short_conv.kernel_size[0] - 1))  # the short conv's receptive field starts here
+        z = torch.matmul(self.in_proj.weight, u[:, s:j].mT)  # (B, (order+1)·D, j-s): W uᵀ, channel-major
+        *x, v = self._short_conv(z, at_start=s == 0)[..., i - s:].split(self.d_model, dim=1)
+        return [*x[:-1], self.dropout(v * x[-1])]
+
+    def _long_convs(self, x: list[torch.Tensor], v: torch.Tensor, hidden: torch.Tensor, t: torch.Tensor,
+                    c0: int, c1: int) -> torch.Tensor:
+        """The long convolutions and remaining gates of channels c0..c1-1: x_0..x_{order-2}, v (B, D, L) → (B, G, L)."""
+        v = v[:, c0:c1]
+        for o in range(self.order - 1):
+            if o:
+                v = self.dropout(v * x[self.order - 1 - o][:, c0:c1])
             lo = o * self.d_model  # this order's filters
             k_f = kernels.long_conv_spectrum(self.filter.filters(hidden, t, lo + c0, lo + c1), v.shape[-1],
                                              self.filter_bias[lo + c0:lo + c1])  # (G, L+1), skip term folded in
             v = kernels.fft_conv_with_spectrum(v, k_f)  # (B, G, L), causal, O(L log L)
-        return v * x[0]
+        return v * x[0][:, c0:c1]
 
-    def _rows(self, p: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
-        """The rows of a per-z-channel parameter p ((order+1)·D, ...) for channels c0..c1-1 of x_1..x_order, v."""
-        return p.view(self.order + 1, self.d_model, *p.shape[1:])[:, c0:c1].flatten(0, 1)  # ((order+1)·G, ...)
-
-    def _in_proj(self, u: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
-        """in_proj without its bias for channels c0..c1-1, written channel-major (W uᵀ, no transpose copy):
-        u (B, L, D) → (B, (order+1)·G, L). The bias is added by _short_conv."""
-        w = self._rows(self.in_proj.weight, c0, c1)  # ((order+1)·G, D)
-        return torch.matmul(w, u.mT)
-
-    def _short_conv(self, z: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
-        """Short causal conv of z + in_proj.bias, z (B, C, L) → (B, C, L), C = (order+1)·G.
+    def _short_conv(self, z: torch.Tensor, at_start: bool) -> torch.Tensor:
+        """Short causal conv of z + in_proj.bias, z (B, C, l) → (B, C, l), C = (order+1)·D.
 
         A constant b passes through the conv as b·Σ_j w_j, except at t < K-1, where the causal zero padding
         drops taps j < K-1-t: conv(z + b) = conv(z) + b·Σ_j w_j - b·Σ_{j<K-1-t} w_j. Adding the bias here
-        (into the conv's own bias, plus a K-1 position fix) saves a full pass over z."""
-        w = self._rows(self.short_conv.weight.squeeze(1), c0, c1)  # (C, K)
-        b_in, b_conv = self._rows(self.in_proj.bias, c0, c1), self._rows(self.short_conv.bias, c0, c1)  # (C,)
-        y = kernels.causal_depthwise_conv1d(z, w, torch.addcmul(b_conv, b_in, w.sum(-1)))  # (B, C, L)
-        n = min(w.shape[-1] - 1, y.shape[-1])
+        (into the conv's own bias, plus a fix of the first K-1 positions when z starts the sequence) saves a
+        full pass over z. When z does not start the sequence, its first K-1 outputs are incomplete."""
+        w, b_in = self.short_conv.weight.squeeze(1), self.in_proj.bias  # (C, K), (C,)
+        y = kernels.causal_depthwise_conv1d(z, w, torch.addcmul(self.short_conv.bias, b_in, w.sum(-1)))
+        n = min(w.shape[-1] - 1, y.shape[-1]) if at_start else 0
         if n > 0:
             dropped = w.cumsum(-1)[:, :w.shape[-1] - 1].flip(-1)[:, :n]  # (C, n): Σ_{j<K-1-t} w_j at t < K-1
             y[..., :n] -= b_in.unsqueeze(-1) * dropped
@@ -173,12 +182,6 @@ class HyenaOperator(nn.Module):
         """out_proj of y (B, D, L) → (B, L, D), reading y transposed (no transpose copy)."""
         w, b = self.out_proj.weight, self.out_proj.bias
         return torch.baddbmm(b, y.mT, w.t().expand(y.shape[0], -1, -1))
-
-
-def position_chunk(B: int, L: int, device) -> int:
-    """Positions per chunk of the position-wise half of a block (norm, MLP, residual): all of them off CPU;
-    on CPU CPU_CHUNK_TOKENS // B, so that the MLP's hidden activations stay in cache."""
-    return L if torch.device(device).type != "cpu" else max(1, CPU_CHUNK_TOKENS // B)
 
 
 class HyenaBlock(nn.Module):
