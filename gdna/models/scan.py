@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 _LOG2E = 1.4426950408889634
 _BLOCK_BYTES = 4 << 20  # one (P, B, N, D) super-block buffer: a few MB, so the working set stays in L2/L3
+_STEP_NUMEL = 1 << 16  # elements per step op wanted: PyTorch splits elementwise ops over threads in 32K pieces
 _SCRATCH_MAX_BYTES = 16 << 20  # scratch buffers up to this size are kept for the next call (per thread)
 _scratch_cache = threading.local()
 
@@ -60,10 +61,16 @@ def _scan_epilogue(y, u, D, z, out_dtype):
     return y.to(out_dtype)
 
 
-def _auto_chunk(L: int) -> int:
-    """Chunk length T: 8 steps (4 for short sequences). Short chunks keep the two per-chunk scans cheap;
-    the super-block (_blocking) puts many chunks side by side so every step is still one large op."""
-    return 8 if L >= 64 else 4
+def _auto_chunk(L: int, state_numel: int = 2 * 16 * 256, itemsize: int = 4) -> int:
+    """Chunk length T for a (B, N, D) state of `state_numel` elements (L only caps it).
+
+    A super-block holds P ≈ _BLOCK_BYTES / (state bytes) positions; it is cut into the fewest chunks
+    nc that make each step op (nc chunks side by side) at least _STEP_NUMEL elements, enough to be split
+    over threads, so T = P / nc (at most 16). A state that big on its own gives nc = 1: a plain blocked
+    scan, one pass. E.g. B·N·D = 2·16·256: P = 128, nc = 8, T = 16."""
+    P = max(1, _BLOCK_BYTES // (state_numel * itemsize))
+    nc = -(-_STEP_NUMEL // state_numel)
+    return max(1, min(P // nc, 16, L))
 
 
 def _blocking(L: int, T: int, state_numel: int, itemsize: int) -> tuple[int, int, int]:
@@ -125,52 +132,56 @@ class _Plan:
         self.X = _scratch("X", self.E.shape, u)
         self.S = _scratch("S", (self.nc + 1, Bsz, N, Dm), u, zero=True)
         self.dec = _scratch("dec", (self.nc, Bsz, N, Dm), u)
-        pp = _scratch("pp", (2, self.nc, Bsz, N, Dm), u)
-        self.Es, self.Xs, self.pp = self.E.unbind(1), self.X.unbind(1), pp.unbind(0)  # T, T, 2 × (nc, B, N, D)
+        self.pp = _scratch("pp", (2, self.nc - 1, Bsz, N, Dm), u).unbind(0)  # 2 × (nc-1, B, N, D)
+        self.Es, self.Xs = self.E.unbind(1), self.X.unbind(1)  # T × (nc, B, N, D)
         self.Ss, self.decs = self.S.unbind(0), self.dec.unbind(0)  # nc+1, nc × (B, N, D)
-        last = self.Xs[0] if T == 1 else self.pp[(T - 1) % 2]  # where the local scan ends
-        self.ends = last.unbind(0)  # nc × (B, N, D)
 
     def decays(self, k):
         """E = exp(ΔA) of super-block k, and its chunk decays dec = exp(A·ΣΔ) (all ≤ 1: A < 0, Δ ≥ 0)."""
         torch.mul(self.dl[k].unsqueeze(-2), self.A2, out=self.E).exp2_()  # (nc, T, B, N, D)
-        torch.mul(self.dsum[k].unsqueeze(-2), self.A2, out=self.dec).exp2_()  # (nc, B, N, D)
+        if self.nc > 1:
+            torch.mul(self.dsum[k].unsqueeze(-2), self.A2, out=self.dec).exp2_()  # (nc, B, N, D)
 
     def states(self, k):
         """Exact states h_t of super-block k into X, from S[0] = the state entering the block.
 
-        1. X = Δu ⊗ B; local scans of all nc chunks at once from zero (T-1 steps) → chunk end states;
-        2. carry: S[c+1] = end_c + dec_c ⊙ S[c] (nc small steps over (B, N, D));
-        3. rescan of all chunks at once from their entering states S[c], in place in X (T steps)."""
-        Es, Xs, Ss, pp = self.Es, self.Xs, self.Ss, self.pp
+        1. X = Δu ⊗ B; local scans from zero of chunks 0..nc-2, all at once (T-1 steps) → their end states;
+        2. carry: S[c+1] = end_c + dec_c ⊙ S[c] (nc-1 small steps over (B, N, D));
+        3. rescan of all chunks at once from their entering states S[c], in place in X (T steps);
+           S[nc] = the block's last state. (nc = 1: just step 3, a plain scan.)"""
+        Es, Xs, Ss, T = self.Es, self.Xs, self.Ss, self.T
         torch.mul(self.Bt[k].unsqueeze(-1), self.du[k].unsqueeze(-2), out=self.X)  # (nc, T, B, N, D)
-        end = Xs[0]
-        for t in range(1, self.T):
-            end = torch.addcmul(Xs[t], Es[t], end, out=pp[t % 2])  # (nc, B, N, D)
-        for c, (e, d) in enumerate(zip(self.ends, self.decs)):
-            torch.addcmul(e, d, Ss[c], out=Ss[c + 1])
+        if self.nc > 1:
+            end = Xs[0][:-1]
+            for t in range(1, T):
+                end = torch.addcmul(Xs[t][:-1], Es[t][:-1], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
+            for c, e in enumerate(end.unbind(0)):
+                torch.addcmul(e, self.decs[c], Ss[c], out=Ss[c + 1])
         Xs[0].addcmul_(Es[0], self.S[:-1])
-        for t in range(1, self.T):
+        for t in range(1, T):
             Xs[t].addcmul_(Es[t], Xs[t - 1])
+        Ss[-1].copy_(Xs[T - 1][-1])
 
     def adjoint(self, k, G, W, gy):
         """Adjoint states g_t = C_t gy_t + exp(Δ_{t+1}A) ⊙ g_{t+1} of super-block k into G (nc, T, B, N, D),
-        two-level like `states`, right to left. W (nc+1, B, N, D): W[c+1] is what flows into the last step
-        of chunk c from the right; W[nc] comes in from the next super-block, and on return it holds what
-        flows on into the previous one (a ⊙ g at this block's first step). Needs `decays(k)` done."""
-        Es, pp, T = self.Es, self.pp, self.T
+        two-level like `states`, right to left (local reverse scans of chunks 1..nc-1, carry, rescan).
+        W (nc+1, B, N, D): W[c+1] is what flows into the last step of chunk c from the right; W[nc] comes
+        in from the next super-block, and on return it holds what flows on into the previous one
+        (a_0 ⊙ g_0 at this block's first step). Needs `decays(k)` done."""
+        Es, T = self.Es, self.T
         Gs, Ws = G.unbind(1), W.unbind(0)
         torch.mul(self.Ct[k].unsqueeze(-1), gy.unsqueeze(-2), out=G)  # r_t = C_t gy_t
-        end = Gs[T - 1]
-        for t in range(T - 2, -1, -1):
-            end = torch.addcmul(Gs[t], Es[t + 1], end, out=pp[t % 2])  # local reverse scans from zero
-        w = torch.mul(Es[0], end, out=pp[0]).unbind(0)  # a_0 ⊙ g_0 of each chunk, nothing from the right
-        for c in range(self.nc - 1, -1, -1):
-            torch.addcmul(w[c], self.decs[c], Ws[c + 1], out=Ws[c])
+        if self.nc > 1:
+            end = Gs[T - 1][1:]
+            for t in range(T - 2, -1, -1):
+                end = torch.addcmul(Gs[t][1:], Es[t + 1][1:], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
+            w = torch.mul(Es[0][1:], end, out=self.pp[0]).unbind(0)  # a_0 ⊙ g_0 of chunks 1.., zero right edge
+            for c in range(self.nc - 1, 0, -1):
+                torch.addcmul(w[c - 1], self.decs[c], Ws[c + 1], out=Ws[c])
         Gs[T - 1].add_(W[1:])
         for t in range(T - 2, -1, -1):
             Gs[t].addcmul_(Es[t + 1], Gs[t + 1])
-        Ws[-1].copy_(Ws[0])
+        torch.mul(Es[0][0], Gs[0][0], out=Ws[-1])
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -263,7 +274,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     """
     out_dtype = u.dtype
     dt, u_, delta, A_ = _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus)
-    T = chunk_size or _auto_chunk(u_.shape[-1])
+    T = chunk_size or _auto_chunk(u_.shape[-1], u_.shape[0] * A_.shape[1] * u_.shape[1], u_.element_size())
     with torch.autocast(device_type=u.device.type, enabled=False):  # the scan itself is always fp32/fp64
         y = _ChunkedScan.apply(u_, delta, A_, B.to(dt), C.to(dt), T)
     return _scan_epilogue(y, u_, D, z, out_dtype)
