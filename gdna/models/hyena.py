@@ -133,35 +133,44 @@ class HyenaOperator(nn.Module):
         self.short_conv.reset_parameters()
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
+        out = self.chunks(u)
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    def chunks(self, u: torch.Tensor) -> list[torch.Tensor]:
+        """The output of u (B, L, D) as position chunks [(B, c, D), ...] (c = position_chunk), for callers that
+        go on position-wise (HyenaBlock), so that no full-length output or residual is ever materialised."""
         B, L, D = u.shape
         n = position_chunk(B, L, u.device)
-        parts = [self._project(u, i, min(i + n, L)) for i in range(0, L, n)]  # position-wise half, by chunks
-        *x, v = [p[0] if len(p) == 1 else torch.cat(p, dim=-1) for p in zip(*parts)]  # (B, D, L) each
+        spans = [(i, min(i + n, L)) for i in range(0, L, n)]
+        parts = [self._project(u, i, j) for i, j in spans]  # position-wise: [x_0, ..., x_{order-2}, v] by chunks
+        *x, v = [p[0] if len(p) == 1 else torch.cat(p, dim=-1) for p in list(zip(*parts))[1:]]  # (B, D, L) each
         hidden, t = self.filter.hidden(L, u.device)  # (L, filter_dim), (L, 1): shared by all channels
         G = channel_group(B, D, L, u.device)
         ys = [self._long_convs(x, v, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # (B, G, L) each
-        return self._out_proj(ys[0] if len(ys) == 1 else torch.cat(ys, dim=1))  # (B, D, L) → (B, L, D)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)  # (B, D, L)
+        return [self._out_proj(y[..., i:j] * p[0]) for (i, j), p in zip(spans, parts)]  # last gate x_0, by chunks
 
     def _project(self, u: torch.Tensor, i: int, j: int) -> list[torch.Tensor]:
         """in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates x_0..x_{order-2}
         and dropout(v ⊙ x_{order-1}), each (B, D, j-i). The conv's K-1 earlier positions are recomputed."""
         s = max(0, i - (self.short_conv.kernel_size[0] - 1))  # the short conv's receptive field starts here
-        z = torch.matmul(self.in_proj.weight, u[:, s:j].mT)  # (B, (order+1)·D, j-s): W uᵀ, channel-major
+        w = self.in_proj.weight.expand(u.shape[0], -1, -1)  # (B, (order+1)·D, D)
+        z = torch.bmm(w, u[:, s:j].mT)  # (B, (order+1)·D, j-s): W uᵀ written channel-major (matmul would copy)
         *x, v = self._short_conv(z, at_start=s == 0)[..., i - s:].split(self.d_model, dim=1)
         return [*x[:-1], self.dropout(v * x[-1])]
 
     def _long_convs(self, x: list[torch.Tensor], v: torch.Tensor, hidden: torch.Tensor, t: torch.Tensor,
                     c0: int, c1: int) -> torch.Tensor:
-        """The long convolutions and remaining gates of channels c0..c1-1: x_0..x_{order-2}, v (B, D, L) → (B, G, L)."""
+        """Long convolutions and gates x_{order-2}..x_1 of channels c0..c1-1: x_1..x_{order-2}, v (B, D, L) → (B, G, L)."""
         v = v[:, c0:c1]
         for o in range(self.order - 1):
             if o:
-                v = self.dropout(v * x[self.order - 1 - o][:, c0:c1])
+                v = self.dropout(v * x[self.order - 2 - o][:, c0:c1])
             lo = o * self.d_model  # this order's filters
             k_f = kernels.long_conv_spectrum(self.filter.filters(hidden, t, lo + c0, lo + c1), v.shape[-1],
                                              self.filter_bias[lo + c0:lo + c1])  # (G, L+1), skip term folded in
             v = kernels.fft_conv_with_spectrum(v, k_f)  # (B, G, L), causal, O(L log L)
-        return v * x[0][:, c0:c1]
+        return v
 
     def _short_conv(self, z: torch.Tensor, at_start: bool) -> torch.Tensor:
         """Short causal conv of z + in_proj.bias, z (B, C, l) → (B, C, l), C = (order+1)·D.
@@ -179,7 +188,7 @@ class HyenaOperator(nn.Module):
         return y
 
     def _out_proj(self, y: torch.Tensor) -> torch.Tensor:
-        """out_proj of y (B, D, L) → (B, L, D), reading y transposed (no transpose copy)."""
+        """out_proj of y (B, D, c) → (B, c, D), reading y transposed (no transpose copy)."""
         w, b = self.out_proj.weight, self.out_proj.bias
         return torch.baddbmm(b, y.mT, w.t().expand(y.shape[0], -1, -1))
 
@@ -195,13 +204,12 @@ class HyenaBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
-        x = x + self.drop(self.mixer(self.norm1(x)))
-        n = position_chunk(*x.shape[:2], x.device)
-        if n >= x.shape[1]:
-            return self._mlp_residual(x)
-        return torch.cat([self._mlp_residual(c) for c in x.split(n, dim=1)], dim=1)  # (B, L, D)
+        m = self.mixer.chunks(self.norm1(x))  # [(B, c, D), ...]: the rest of the block goes by position chunks
+        out = [self._residuals(x_c, m_c) for x_c, m_c in zip(x.split([c.shape[1] for c in m], dim=1), m)]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)  # (B, L, D)
 
-    def _mlp_residual(self, x: torch.Tensor) -> torch.Tensor:  # (B, l, D): position-wise
+    def _residuals(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (B, c, D), mixer output (B, c, D)
+        x = x + self.drop(m)
         return x + self.mlp(self.norm2(x))
 
 
