@@ -149,3 +149,26 @@ def test_chunked_scan_half_inputs_computed_in_fp32(dtype):
     ref = scan.selective_scan_reference(*(t.to(dtype).float() for t in xs), delta_softplus=True)
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), ref.to(dtype).float(), rtol=1e-2, atol=1e-2)
+
+
+def test_auto_chunk_follows_the_state_size():
+    """8 chunks side by side for the bench's 2·16·256 state (T = 16, super-block of 128 positions); a state
+    big enough on its own gets one chunk per super-block (a plain blocked scan); L caps T."""
+    assert scan._auto_chunk(1024, 2 * 16 * 256) == 16
+    assert scan._blocking(1024, 16, 2 * 16 * 256, 4) == (8, 128, 1024)
+    T = scan._auto_chunk(1024, 8 * 16 * 1536)
+    assert scan._blocking(1024, T, 8 * 16 * 1536, 4)[0] == 1
+    assert scan._auto_chunk(3, 24) == 3
+
+
+def test_chunked_scan_in_and_out_of_inference_mode():
+    """The reused scratch buffers are normal tensors: inference-mode calls and training calls can alternate."""
+    scan._scratch_cache.__dict__.clear()  # buffers first made inside inference mode
+    xs = _scan_inputs(torch.float32, L=30, requires_grad=True)
+    with torch.inference_mode():
+        a = scan.selective_scan_chunked(*(x.detach() for x in xs), delta_softplus=True)
+    scan.selective_scan_chunked(*xs, delta_softplus=True).sum().backward()
+    with torch.inference_mode():
+        b = scan.selective_scan_chunked(*(x.detach() for x in xs), delta_softplus=True)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert xs[0].grad is not None

@@ -37,7 +37,8 @@ def _scratch(name: str, shape, like: torch.Tensor, zero: bool = False) -> torch.
         key = (name, like.dtype)
         buf = cache.get(key)
         if buf is None or buf.numel() < numel:
-            buf = cache[key] = like.new_empty(numel)
+            with torch.inference_mode(False):  # a normal tensor: calls in and out of inference mode share it
+                buf = cache[key] = like.new_empty(numel)
         buf = buf[:numel].view(shape)
     return buf.zero_() if zero else buf
 
@@ -110,8 +111,9 @@ class _Plan:
     viewed (nb, nc, T, B, ·): dl = Δ, du = Δu (…, D); Bt, Ct (…, N). A2 = A·log2(e) as (N, D), so that
     exp(ΔA) = exp2(Δ·A2): exp2 is about twice as fast as exp on CPU. Buffers: E (decays) and X (inputs, then
     states, in place), both (nc, T, B, N, D); S (nc+1, B, N, D) (chunk entering states, S[nc] = the block's
-    end state); dec (nc, B, N, D) (chunk decays); pp (2, nc, B, N, D) (local scan). The per-step views of
-    the buffers (…s lists) are taken once: the loops then issue one torch op per step and nothing else."""
+    end state); dec (nc, B, N, D) (chunk decays); pp (2, nc-1, B, N, D) (local scans, ping-pong). The
+    per-step views of the buffers (Es, Xs, …: lists over T) are taken once, so that the loops issue one
+    torch op per step and nothing else."""
 
     def __init__(self, u, delta, A, Bm, Cm, T):
         Bsz, Dm, L = u.shape
@@ -135,6 +137,9 @@ class _Plan:
         self.pp = _scratch("pp", (2, self.nc - 1, Bsz, N, Dm), u).unbind(0)  # 2 × (nc-1, B, N, D)
         self.Es, self.Xs = self.E.unbind(1), self.X.unbind(1)  # T × (nc, B, N, D)
         self.Ss, self.decs = self.S.unbind(0), self.dec.unbind(0)  # nc+1, nc × (B, N, D)
+        # chunks 0..nc-2 (forward local scans) and 1..nc-1 (backward ones): T × (nc-1, B, N, D)
+        self.Xh, self.Eh, self.Et = [x[:-1] for x in self.Xs], [e[:-1] for e in self.Es], [e[1:] for e in self.Es]
+        self.ends = (self.Xh[0] if T == 1 else self.pp[(T - 1) % 2]).unbind(0)  # where the local scans end
 
     def decays(self, k):
         """E = exp(ΔA) of super-block k, and its chunk decays dec = exp(A·ΣΔ) (all ≤ 1: A < 0, Δ ≥ 0)."""
@@ -152,30 +157,32 @@ class _Plan:
         Es, Xs, Ss, T = self.Es, self.Xs, self.Ss, self.T
         torch.mul(self.Bt[k].unsqueeze(-1), self.du[k].unsqueeze(-2), out=self.X)  # (nc, T, B, N, D)
         if self.nc > 1:
-            end = Xs[0][:-1]
+            end, Xh, Eh = Xs[0][:-1], self.Xh, self.Eh
             for t in range(1, T):
-                end = torch.addcmul(Xs[t][:-1], Es[t][:-1], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
-            for c, e in enumerate(end.unbind(0)):
+                end = torch.addcmul(Xh[t], Eh[t], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
+            for c, e in enumerate(self.ends):
                 torch.addcmul(e, self.decs[c], Ss[c], out=Ss[c + 1])
         Xs[0].addcmul_(Es[0], self.S[:-1])
         for t in range(1, T):
             Xs[t].addcmul_(Es[t], Xs[t - 1])
         Ss[-1].copy_(Xs[T - 1][-1])
 
-    def adjoint(self, k, G, W, gy):
+    def adjoint(self, k, G, Gs, Gt, W, gy):
         """Adjoint states g_t = C_t gy_t + exp(Δ_{t+1}A) ⊙ g_{t+1} of super-block k into G (nc, T, B, N, D),
         two-level like `states`, right to left (local reverse scans of chunks 1..nc-1, carry, rescan).
+        Gs: G's steps T × (nc, B, N, D); Gt: their chunks 1.. T × (nc-1, B, N, D).
         W (nc+1, B, N, D): W[c+1] is what flows into the last step of chunk c from the right; W[nc] comes
         in from the next super-block, and on return it holds what flows on into the previous one
         (a_0 ⊙ g_0 at this block's first step). Needs `decays(k)` done."""
         Es, T = self.Es, self.T
-        Gs, Ws = G.unbind(1), W.unbind(0)
+        Ws = W.unbind(0)
         torch.mul(self.Ct[k].unsqueeze(-1), gy.unsqueeze(-2), out=G)  # r_t = C_t gy_t
         if self.nc > 1:
-            end = Gs[T - 1][1:]
+            Et = self.Et
+            end = Gt[T - 1]
             for t in range(T - 2, -1, -1):
-                end = torch.addcmul(Gs[t][1:], Es[t + 1][1:], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
-            w = torch.mul(Es[0][1:], end, out=self.pp[0]).unbind(0)  # a_0 ⊙ g_0 of chunks 1.., zero right edge
+                end = torch.addcmul(Gt[t], Et[t + 1], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
+            w = torch.mul(Et[0], end, out=self.pp[0]).unbind(0)  # a_0 ⊙ g_0 of chunks 1.., zero right edge
             for c in range(self.nc - 1, 0, -1):
                 torch.addcmul(w[c - 1], self.decs[c], Ws[c + 1], out=Ws[c])
         Gs[T - 1].add_(W[1:])
@@ -220,6 +227,8 @@ class _ChunkedScan(torch.autograd.Function):
         Bsz, N, Dm = p.S.shape[1:]
         gy = _time_major(gy.to(u.dtype), p.Lp, "gy").view(p.dl.shape)  # (nb, nc, T, B, D)
         G, tmp = _scratch("G", p.E.shape, u), _scratch("tmp", p.E.shape, u)  # (nc, T, B, N, D): g_t, scratch
+        Gs = G.unbind(1)
+        Gt = [g[1:] for g in Gs]
         W = _scratch("W", (p.nc + 1, Bsz, N, Dm), u, zero=True)
         gB, gC = _scratch("gB", p.Bt.shape, u), _scratch("gC", p.Ct.shape, u)  # (nb, nc, T, B, N)
         s = _scratch("s", (*p.dl.shape[:-1], 1, Dm), u)  # (nb, nc, T, B, 1, D): Σ_n g_t B_t
@@ -229,7 +238,7 @@ class _ChunkedScan(torch.autograd.Function):
             p.Ss[0].copy_(S0[k])
             p.decays(k)
             p.states(k)
-            p.adjoint(k, G, W, gy[k])
+            p.adjoint(k, G, Gs, Gt, W, gy[k])
             torch.sum(torch.mul(p.X, gy[k].unsqueeze(-2), out=tmp), -1, out=gC[k])  # Σ_d gy_t h_t
             torch.sum(torch.mul(G, p.du[k].unsqueeze(-2), out=tmp), -1, out=gB[k])  # Σ_d g_t Δ_t u_t
             torch.matmul(p.Bt[k].unsqueeze(-2), G, out=s[k])  # Σ_n g_t B_t
@@ -254,11 +263,13 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     the state carried between them. Per super-block (_Plan.decays / _Plan.states):
       0. E = exp2(Δ·A·log2 e) = exp(ΔA) and X = Δu ⊗ B for its P positions, written into the same few
          preallocated buffers every time (no (B, L, D, N)-sized tensor ever exists);
-      1. local scans of all nc chunks at once from zero (T-1 ops over (nc, B, N, D)) → chunk end states;
-      2. carry: S_{c+1} = end_c + exp(A·ΣΔ_c) ⊙ S_c over the nc chunks (small ops over (B, N, D));
+      1. local scans from zero of chunks 0..nc-2, all at once (T-1 ops over (nc-1, B, N, D)) → their
+         end states;
+      2. carry: S_{c+1} = end_c + exp(A·ΣΔ_c) ⊙ S_c over the chunks (nc-1 small ops over (B, N, D));
       3. exact rescan of all chunks at once from S_c, in place in X (T ops), then y_t = C_t·h_t as one
-         batched matmul.
-    Why this is fast on CPU: one exp pass and a handful of light passes over B·L·D·N elements, all on
+         batched matmul. (nc = 1, for a state big enough on its own: just step 3, a plain scan.)
+    Why this is fast on CPU: one exp pass (+1/T for the chunk decays) and a few light passes over
+    B·L·D·N elements (E, X, local scan, rescan, readout), all on
     buffers of a few MB that stay in cache (a fresh 30+ MB temporary costs more in page faults and
     kernel zeroing than the arithmetic), ~2T + nc torch ops per super-block (a few hundred per call
     instead of several per position), and every step op covers nc chunks, large enough to use all
