@@ -8,6 +8,22 @@ Hyena operator (Poli et al. 2023), for input u (B, L, D):
   (O(L log L), zero-padded to 2L so it stays causal). Finally out_proj.
 The filter is a function of the absolute lag only (features are scaled by the fixed FILTER_REF_LEN,
 not by the batch's length), so extra right padding never changes the outputs at real positions.
+
+Why it is fast on CPU (eager PyTorch, same outputs as the plain formulation up to fp32 rounding; see
+tests/test_models_hyena_fast.py): at long L every full-size (B, C, L) temporary costs more than its
+arithmetic (PyTorch's CPU allocator does not cache, so big tensors come back as fresh pages to fault
+in and zero, and they no longer fit in L2/L3). So the operator never materialises its (B, 3D, L)
+in_proj output nor transposes between (B, L, C) and (B, C, L):
+  1. by position chunks (position_chunk: ~1024 tokens, the whole sequence at L=1024): in_proj as W uᵀ
+     written channel-major, the short conv (its K-1 earlier positions recomputed; the in_proj bias folded
+     into the conv's bias) and the first gate, all in cache, with the same full-width matrix product
+     efficiency as at short L;
+  2. by channel groups (channel_group: ~2 MiB per tensor): the filters, their spectra (the skip term
+     folded in as a lag-0 tap) and the FFT convolutions, rfft/irfft at n=2L without explicit padding;
+  3. by position chunks again: the last gate and out_proj, which HyenaBlock continues with its
+     residuals, norm and MLP chunk by chunk (HyenaOperator.chunks), so that only the two gated
+     (B, D, L) FFT inputs/outputs are ever full-size.
+Off CPU there is one chunk and one group (the GPU prefers the big kernels).
 """
 from __future__ import annotations
 
@@ -22,7 +38,7 @@ from gdna.models.transformer import Backbone
 
 FILTER_REF_LEN = 1024  # lag t is fed to the filter MLP as t / FILTER_REF_LEN (fixed: length-independent filters)
 FILTER_EMB_DIM = 5  # positional features: t, and cos/sin of 2 frequency bands
-CPU_CHUNK_TOKENS = 1024  # tokens (batch × positions) per chunk of a block's MLP half on CPU
+CPU_CHUNK_TOKENS = 1024  # tokens (batch × positions) per position chunk on CPU
 CPU_GROUP_VALUES = 1 << 19  # channels × batch × length per channel group on CPU (2 MiB per fp32 tensor)
 
 
