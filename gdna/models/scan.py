@@ -56,7 +56,7 @@ def _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus):
 
 def _scan_epilogue(y, u, D, z, out_dtype):
     if D is not None:
-        y = y + u * D.to(y.dtype).unsqueeze(-1)
+        y = torch.addcmul(y, u, D.to(y.dtype).unsqueeze(-1))  # y + D u
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y.to(out_dtype)
