@@ -113,6 +113,11 @@ class ImplicitFilter(nn.Module):
         return self.filters(*self.hidden(L, device), 0, self.channels)  # (channels, L)
 
 
+def _join(xs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat, without a copy for a single tensor."""
+    return xs[0] if len(xs) == 1 else torch.cat(xs, dim=dim)
+
+
 def position_chunk(B: int, L: int, device) -> int:
     """Positions per chunk of the position-wise parts (projections, short conv, norm, MLP): all of them off
     CPU; on CPU CPU_CHUNK_TOKENS // B (at least 64), so that their activations stay in cache and their matrix
@@ -149,8 +154,7 @@ class HyenaOperator(nn.Module):
         self.short_conv.reset_parameters()
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
-        out = self.chunks(u)
-        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+        return _join(self.chunks(u), dim=1)
 
     def chunks(self, u: torch.Tensor) -> list[torch.Tensor]:
         """The output of u (B, L, D) as position chunks [(B, c, D), ...] (c = position_chunk), for callers that
@@ -159,12 +163,11 @@ class HyenaOperator(nn.Module):
         n = position_chunk(B, L, u.device)
         spans = [(i, min(i + n, L)) for i in range(0, L, n)]
         parts = [self._project(u, i, j) for i, j in spans]  # position-wise: [x_0, ..., x_{order-2}, v] by chunks
-        *x, v = [p[0] if len(p) == 1 else torch.cat(p, dim=-1) for p in list(zip(*parts))[1:]]  # (B, D, L) each
         hidden, t = self.filter.hidden(L, u.device)  # (L, filter_dim), (L, 1): shared by all channels
         G = channel_group(B, D, L, u.device)
-        ys = [self._long_convs(x, v, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # (B, G, L) each
-        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)  # (B, D, L)
-        return [self._out_proj(y[..., i:j] * p[0]) for (i, j), p in zip(spans, parts)]  # last gate x_0, by chunks
+        ys = [self._long_convs(parts, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # (B, G, L) each
+        return [self._out_proj(_join([y[..., i:j] for y in ys], dim=1) * p[0])  # last gate x_0, by chunks
+                for (i, j), p in zip(spans, parts)]
 
     def _project(self, u: torch.Tensor, i: int, j: int) -> list[torch.Tensor]:
         """in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates x_0..x_{order-2}
@@ -175,13 +178,15 @@ class HyenaOperator(nn.Module):
         *x, v = self._short_conv(z, at_start=s == 0)[..., i - s:].split(self.d_model, dim=1)
         return [*x[:-1], self.dropout(v * x[-1])]
 
-    def _long_convs(self, x: list[torch.Tensor], v: torch.Tensor, hidden: torch.Tensor, t: torch.Tensor,
+    def _long_convs(self, parts: list[list[torch.Tensor]], hidden: torch.Tensor, t: torch.Tensor,
                     c0: int, c1: int) -> torch.Tensor:
-        """Long convolutions and gates x_{order-2}..x_1 of channels c0..c1-1: x_1..x_{order-2}, v (B, D, L) → (B, G, L)."""
-        v = v[:, c0:c1]
+        """Long convolutions and gates x_{order-2}..x_1 of channels c0..c1-1, gathered from the position chunks
+        [x_0, ..., x_{order-2}, v] (B, D, c) of _project: → (B, G, L), still to be gated by x_0."""
+        v = _join([p[-1][:, c0:c1] for p in parts], dim=-1)  # (B, G, L)
         for o in range(self.order - 1):
             if o:
-                v = self.dropout(v * x[self.order - 2 - o][:, c0:c1])
+                x = _join([p[self.order - 1 - o][:, c0:c1] for p in parts], dim=-1)  # (B, G, L)
+                v = self.dropout(v * x)
             lo = o * self.d_model  # this order's filters
             k_f = kernels.long_conv_spectrum(self.filter.filters(hidden, t, lo + c0, lo + c1), v.shape[-1],
                                              self.filter_bias[lo + c0:lo + c1])  # (G, L+1), skip term folded in
@@ -221,8 +226,8 @@ class HyenaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         m = self.mixer.chunks(self.norm1(x))  # [(B, c, D), ...]: the rest of the block goes by position chunks
-        out = [self._residuals(x_c, m_c) for x_c, m_c in zip(x.split([c.shape[1] for c in m], dim=1), m)]
-        return out[0] if len(out) == 1 else torch.cat(out, dim=1)  # (B, L, D)
+        return _join([self._residuals(x_c, m_c) for x_c, m_c in zip(x.split([c.shape[1] for c in m], dim=1), m)],
+                     dim=1)  # (B, L, D)
 
     def _residuals(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (B, c, D), mixer output (B, c, D)
         x = x + self.drop(m)
