@@ -156,25 +156,28 @@ class HyenaOperator(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, L, D) → (B, L, D)
         return _join(self.chunks(u), dim=1)
 
-    def chunks(self, u: torch.Tensor) -> list[torch.Tensor]:
-        """The output of u (B, L, D) as position chunks [(B, c, D), ...] (c = position_chunk), for callers that
-        go on position-wise (HyenaBlock), so that no full-length output or residual is ever materialised."""
+    def chunks(self, u: torch.Tensor, pre: nn.Module | None = None) -> list[torch.Tensor]:
+        """The output of pre(u) (B, L, D) as position chunks [(B, c, D), ...] (c = position_chunk), for callers
+        that go on position-wise (HyenaBlock), so that no full-length input, output or residual is ever
+        materialised. pre: a position-wise module (a norm), applied chunk by chunk."""
         B, L, D = u.shape
         n = position_chunk(B, L, u.device)
         spans = [(i, min(i + n, L)) for i in range(0, L, n)]
-        parts = [self._project(u, i, j) for i, j in spans]  # position-wise: [x_0, ..., x_{order-2}, v] by chunks
+        parts = [self._project(u, i, j, pre) for i, j in spans]  # position-wise: [x_0, ..., x_{order-2}, v] by chunks
         hidden, t = self.filter.hidden(L, u.device)  # (L, filter_dim), (L, 1): shared by all channels
         G = channel_group(B, D, L, u.device)
         ys = [self._long_convs(parts, hidden, t, c0, min(c0 + G, D)) for c0 in range(0, D, G)]  # (B, G, L) each
         return [self._out_proj(_join([y[..., i:j] for y in ys], dim=1) * p[0])  # last gate x_0, by chunks
                 for (i, j), p in zip(spans, parts)]
 
-    def _project(self, u: torch.Tensor, i: int, j: int) -> list[torch.Tensor]:
-        """in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates x_0..x_{order-2}
-        and dropout(v ⊙ x_{order-1}), each (B, D, j-i). The conv's K-1 earlier positions are recomputed."""
+    def _project(self, u: torch.Tensor, i: int, j: int, pre: nn.Module | None) -> list[torch.Tensor]:
+        """pre, in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates
+        x_0..x_{order-2} and dropout(v ⊙ x_{order-1}), each (B, D, j-i). The conv's K-1 earlier positions are
+        recomputed."""
         s = max(0, i - (self.short_conv.kernel_size[0] - 1))  # the short conv's receptive field starts here
         w = self.in_proj.weight.expand(u.shape[0], -1, -1)  # (B, (order+1)·D, D)
-        z = torch.bmm(w, u[:, s:j].mT)  # (B, (order+1)·D, j-s): W uᵀ written channel-major (matmul would copy)
+        u = u[:, s:j] if pre is None else pre(u[:, s:j])  # (B, j-s, D)
+        z = torch.bmm(w, u.mT)  # (B, (order+1)·D, j-s): W uᵀ written channel-major (matmul would copy)
         *x, v = self._short_conv(z, at_start=s == 0)[..., i - s:].split(self.d_model, dim=1)
         return [*x[:-1], self.dropout(v * x[-1])]
 
@@ -225,7 +228,7 @@ class HyenaBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
-        m = self.mixer.chunks(self.norm1(x))  # [(B, c, D), ...]: the rest of the block goes by position chunks
+        m = self.mixer.chunks(x, pre=self.norm1)  # [(B, c, D), ...]: the rest of the block goes by position chunks
         return _join([self._residuals(x_c, m_c) for x_c, m_c in zip(x.split([c.shape[1] for c in m], dim=1), m)],
                      dim=1)  # (B, L, D)
 
