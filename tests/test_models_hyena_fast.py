@@ -134,3 +134,18 @@ def test_block_in_position_chunks_matches_the_reference_block(chunk, monkeypatch
     # chunk, matches to fp32 round-off only
     for g, g_ref in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
         torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_chunks_and_groups_only_split_long_sequences():
+    assert hyena.position_chunk(1, 1024, "cpu") >= 1024 and hyena.channel_group(1, 256, 1024, "cpu") == 256
+    assert hyena.position_chunk(1, 16384, "cpu") < 16384 and 8 <= hyena.channel_group(1, 256, 16384, "cpu") < 256
+    assert hyena.position_chunk(4, 16384, "cuda") == 16384 and hyena.channel_group(4, 256, 16384, "cuda") == 256
+
+
+def test_operator_chunks_join_to_the_output(monkeypatch):
+    monkeypatch.setattr(hyena, "position_chunk", lambda B, L, device: 8)
+    op = make_op()
+    u = torch.randn(2, 30, 16, dtype=torch.float64)
+    chunks = op.chunks(u)
+    assert [c.shape[1] for c in chunks] == [8, 8, 8, 6]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), reference_operator(op, u), rtol=1e-10, atol=1e-10)
