@@ -174,11 +174,13 @@ class HyenaOperator(nn.Module):
         """pre, in_proj, short conv and the first gate at positions i..j-1 of u (B, L, D): the gates
         x_0..x_{order-2} and dropout(v ⊙ x_{order-1}), each (B, D, j-i). The conv's K-1 earlier positions are
         recomputed."""
-        s = max(0, i - (self.short_conv.kernel_size[0] - 1))  # the short conv's receptive field starts here
+        L, s = u.shape[1], max(0, i - (self.short_conv.kernel_size[0] - 1))  # the conv's receptive field starts at s
         w = self.in_proj.weight.expand(u.shape[0], -1, -1)  # (B, (order+1)·D, D)
         u = u[:, s:j] if pre is None else pre(u[:, s:j])  # (B, j-s, D)
         z = torch.bmm(w, u.mT)  # (B, (order+1)·D, j-s): W uᵀ written channel-major (matmul would copy)
         *x, v = self._short_conv(z, at_start=s == 0)[..., i - s:].split(self.d_model, dim=1)
+        if j - i < L:  # one of several chunks, kept until the end: the gates' views would keep all of z alive
+            x = [x_k.clone() for x_k in x[:-1]] + x[-1:]
         return [*x[:-1], self.dropout(v * x[-1])]
 
     def _long_convs(self, parts: list[list[torch.Tensor]], hidden: torch.Tensor, t: torch.Tensor,
