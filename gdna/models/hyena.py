@@ -196,7 +196,8 @@ class HyenaOperator(nn.Module):
             k_f = kernels.long_conv_spectrum(self.filter.filters(hidden, t, lo + c0, lo + c1), v.shape[-1],
                                              self.filter_bias[lo + c0:lo + c1])  # (G, L+1), skip term folded in
             v = kernels.fft_conv_with_spectrum(v, k_f)  # (B, G, L), causal, O(L log L)
-        return v
+        # one of several groups, kept until the end: compact, or the view keeps the irfft's 2L outputs alive
+        return v.clone() if c1 - c0 < self.d_model else v
 
     def _short_conv(self, z: torch.Tensor, at_start: bool) -> torch.Tensor:
         """Short causal conv of z + in_proj.bias, z (B, C, l) → (B, C, l), C = (order+1)·D.
