@@ -18,11 +18,13 @@ in_proj output nor transposes between (B, L, C) and (B, C, L):
      written channel-major, the short conv (its K-1 earlier positions recomputed; the in_proj bias folded
      into the conv's bias) and the first gate, all in cache, with the same full-width matrix product
      efficiency as at short L;
-  2. by channel groups (channel_group: ~2 MiB per tensor): the filters, their spectra (the skip term
-     folded in as a lag-0 tap) and the FFT convolutions, rfft/irfft at n=2L without explicit padding;
-  3. by position chunks again: the last gate and out_proj, which HyenaBlock continues with its
-     residuals, norm and MLP chunk by chunk (HyenaOperator.chunks), so that only the two gated
-     (B, D, L) FFT inputs/outputs are ever full-size.
+  2. by channel groups (channel_group: ~2 MiB per tensor): each group's FFT input gathered from the
+     chunks, the filters, their spectra (the skip term folded in as a lag-0 tap) and the FFT
+     convolutions, rfft/irfft at n=2L without explicit padding;
+  3. by position chunks again: the last gate (gathered from the groups) and out_proj, which HyenaBlock
+     continues with its residuals and MLP chunk by chunk (HyenaOperator.chunks; its pre-norm runs in 1),
+     so that no intermediate (B, L, ·) or (B, ·, L) tensor is ever made whole, only the block's output;
+     what is kept between the phases is compact (a view would keep a whole chunk or 2L irfft outputs alive).
 Off CPU there is one chunk and one group (the GPU prefers the big kernels).
 """
 from __future__ import annotations
