@@ -38,22 +38,9 @@ def _worker(rank: int, world: int, init_file: str, trial: dict, run_dir: str, ou
     try:
         if nan_rank == rank:
             import gdna.models.build as build
+            from nan_injection import nan_after
 
-            real = build.build_model
-
-            def nan_after_3_steps(cfg, head):
-                model = real(cfg, head)
-                fwd, calls = model.forward, {"n": 0}
-
-                def forward(ids, mask=None):
-                    out = fwd(ids, mask)
-                    calls["n"] += model.training
-                    return out * float("nan") if calls["n"] > 3 else out
-
-                model.forward = forward
-                return model
-
-            build.build_model = nan_after_3_steps
+            build.build_model = nan_after(build.build_model, 3)
         from gdna.train.loop import run
 
         rt = DDPRuntime(run_dir, rank, world)

@@ -165,22 +165,9 @@ def test_absurd_lr_ends_diverged_without_crashing(tmp_path, data_root):
 def test_injected_nan_ends_diverged(tmp_path, data_root, monkeypatch):
     """A NaN loss in the middle of training (not at the start) also ends the trial cleanly."""
     import gdna.models.build as build
+    from nan_injection import nan_after
 
-    real = build.build_model
-
-    def nan_after_5_calls(cfg, head):
-        model = real(cfg, head)
-        fwd, calls = model.forward, {"n": 0}
-
-        def forward(ids, mask=None):
-            out = fwd(ids, mask)
-            calls["n"] += model.training
-            return out * float("nan") if calls["n"] > 5 else out
-
-        model.forward = forward
-        return model
-
-    monkeypatch.setattr(build, "build_model", nan_after_5_calls)
+    monkeypatch.setattr(build, "build_model", nan_after(build.build_model, 5))
     rt = LocalRuntime(tmp_path / "nan")
     final = run({"trial": cls_trial(data_root, epochs=3).to_dict()}, rt)
     # 160 examples / 32 = 5 steps per epoch: epoch 1 is clean, the first step of epoch 2 is NaN
