@@ -33,7 +33,7 @@ _NORMALISE = _ID_TO_BASE[GENOME_LUT]
 
 APES_DIR = GREATAPES_TASK  # <data_root>/greatapes/<species>.fa
 TEST_FRACTION = 0.1
-STREAM_TEST_BLOCKS, STREAM_VAL_BLOCKS, STREAM_SEGMENTS = 0x4A01, 0x4A02, 0x4A03
+STREAM_TEST_BLOCKS, STREAM_SEGMENTS = 0x4A01, 0x4A03  # (0x4A02 drew val blocks before they became folds)
 
 
 @dataclass(frozen=True)
