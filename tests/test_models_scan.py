@@ -163,7 +163,8 @@ def test_auto_chunk_follows_the_state_size():
 
 def test_chunked_scan_in_and_out_of_inference_mode():
     """The reused scratch buffers are normal tensors: inference-mode calls and training calls can alternate."""
-    scan._scratch_cache.__dict__.clear()  # buffers first made inside inference mode
+    scan._scratch_cache.__dict__.clear()  # buffers (and the plan's views) first made inside inference mode
+    scan._plan_cache.__dict__.clear()
     xs = _scan_inputs(torch.float32, L=30, requires_grad=True)
     with torch.inference_mode():
         a = scan.selective_scan_chunked(*(x.detach() for x in xs), delta_softplus=True)

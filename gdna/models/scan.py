@@ -82,12 +82,11 @@ def _blocking(L: int, T: int, state_numel: int, itemsize: int) -> tuple[int, int
     return nc, P, -(-L // P) * P
 
 
-def _time_major(t: torch.Tensor, Lp: int, name: str) -> torch.Tensor:
-    """(B, C, L) → (Lp, B, C) contiguous, zero past L (Δ = 0 there: decay 1, no input, so padding changes
-    nothing), in scratch buffer `name`. A contiguous input goes through PyTorch's blocked 2-D transpose
-    copy (~5× faster than a permuted copy)."""
+def _time_major(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(B, C, L) → `out` (Lp, B, C) contiguous, zero past L (Δ = 0 there: decay 1, no input, so padding
+    changes nothing). A contiguous input goes through PyTorch's blocked 2-D transpose copy (~5× faster than
+    a permuted copy)."""
     Bsz, Ch, L = t.shape
-    out = _scratch(name, (Lp, Bsz, Ch), t)
     out[L:].zero_()
     if t.is_contiguous():
         out[:L].view(L, Bsz * Ch).copy_(t.view(Bsz * Ch, L).t())
@@ -104,48 +103,88 @@ def _batch_major(t: torch.Tensor, L: int) -> torch.Tensor:
     return out
 
 
+_plan_cache = threading.local()
+
+
 class _Plan:
-    """Per-call shapes, time-major inputs and the few super-block buffers of one scan, reused for every block.
+    """The scratch buffers of one scan shape and every view of them the loops use, and the time-major inputs.
 
     Time-major inputs (Lp = nb·P positions; position (k·nc + c)·T + t is step t of chunk c of super-block k),
-    viewed (nb, nc, T, B, ·): dl = Δ, du = Δu (…, D); Bt, Ct (…, N). A2 = A·log2(e) as (N, D), so that
-    exp(ΔA) = exp2(Δ·A2): exp2 is about twice as fast as exp on CPU. Buffers: E (decays) and X (inputs, then
-    states, in place), both (nc, T, B, N, D); S (nc+1, B, N, D) (chunk entering states, S[nc] = the block's
-    end state); dec (nc, B, N, D) (chunk decays); pp (2, nc-1, B, N, D) (local scans, ping-pong). The
-    per-step views of the buffers (Es, Xs, …: lists over T) are taken once, so that the loops issue one
-    torch op per step and nothing else."""
+    viewed (nb, nc, T, B, ·): dl = Δ, du = Δu, u (backward only) (…, D); Bt, Ct (…, N). A2 = A·log2(e) as
+    (N, D), so that exp(ΔA) = exp2(Δ·A2): exp2 is about twice as fast as exp on CPU. Buffers: E (decays) and
+    X (inputs, then states, in place), both (nc, T, B, N, D); S (nc+1, B, N, D) (chunk entering states,
+    S[nc] = the block's end state); dec (nc, B, N, D) (chunk decays); pp (2, nc-1, B, N, D) (local scans,
+    ping-pong). The buffers and all their views (per step: Es, Xs, …; per super-block: dlk, duk, …) depend
+    on the shape only, so a plan is built once and kept (the last shape, per thread: `_Plan.get`); each call
+    only `load`s its inputs. The loops then issue one torch op per step and nothing else."""
 
-    def __init__(self, u, delta, A, Bm, Cm, T):
-        Bsz, Dm, L = u.shape
-        N = A.shape[1]
+    def __init__(self, Bsz: int, Dm: int, L: int, N: int, T: int, like: torch.Tensor):
         self.L, self.T = L, T
-        self.nc, self.P, self.Lp = _blocking(L, T, Bsz * N * Dm, u.element_size())
-        self.nb = self.Lp // self.P
-        blk = (self.nb, self.nc, T, Bsz)
-        self.dl = _time_major(delta, self.Lp, "dl").view(*blk, Dm)
-        self.u = _time_major(u, self.Lp, "u").view(*blk, Dm)
-        self.du = torch.mul(self.dl, self.u, out=_scratch("du", self.dl.shape, u))
-        self.Bt = _time_major(Bm, self.Lp, "Bt").view(*blk, N)
-        self.Ct = _time_major(Cm, self.Lp, "Ct").view(*blk, N)
-        self.A = A.t().contiguous()  # (N, D)
-        self.A2 = self.A * _LOG2E
-        self.dsum = torch.sum(self.dl, 2, out=_scratch("dsum", (self.nb, self.nc, Bsz, Dm), u))  # Δ per chunk
-        self.E = _scratch("E", (self.nc, T, Bsz, N, Dm), u)
-        self.X = _scratch("X", self.E.shape, u)
-        self.S = _scratch("S", (self.nc + 1, Bsz, N, Dm), u, zero=True)
-        self.dec = _scratch("dec", (self.nc, Bsz, N, Dm), u)
-        self.pp = _scratch("pp", (2, self.nc - 1, Bsz, N, Dm), u).unbind(0)  # 2 × (nc-1, B, N, D)
+        self.nc, self.P, self.Lp = _blocking(L, T, Bsz * N * Dm, like.element_size())
+        self.nb, nc = self.Lp // self.P, self.nc
+        blk = (self.nb, nc, T, Bsz)
+        self.dl_tm, self.du_tm = (_scratch(n, (self.Lp, Bsz, Dm), like) for n in ("dl", "du"))
+        self.Bt_tm, self.Ct_tm = (_scratch(n, (self.Lp, Bsz, N), like) for n in ("Bt", "Ct"))
+        self.dl, self.du = self.dl_tm.view(*blk, Dm), self.du_tm.view(*blk, Dm)
+        self.Bt, self.Ct = self.Bt_tm.view(*blk, N), self.Ct_tm.view(*blk, N)
+        self.dsum = _scratch("dsum", (self.nb, nc, Bsz, Dm), like)  # Δ summed over each chunk
+        self.E = _scratch("E", (nc, T, Bsz, N, Dm), like)
+        self.X = _scratch("X", self.E.shape, like)
+        self.S = _scratch("S", (nc + 1, Bsz, N, Dm), like)
+        self.dec = _scratch("dec", (nc, Bsz, N, Dm), like)
+        self.pp = _scratch("pp", (2, nc - 1, Bsz, N, Dm), like).unbind(0)  # 2 × (nc-1, B, N, D)
         self.Es, self.Xs = self.E.unbind(1), self.X.unbind(1)  # T × (nc, B, N, D)
         self.Ss, self.decs = self.S.unbind(0), self.dec.unbind(0)  # nc+1, nc × (B, N, D)
+        self.S_in = self.S[:-1]  # (nc, B, N, D): the state entering each chunk
         # chunks 0..nc-2 (forward local scans) and 1..nc-1 (backward ones): T × (nc-1, B, N, D)
         self.Xh, self.Eh, self.Et = [x[:-1] for x in self.Xs], [e[:-1] for e in self.Es], [e[1:] for e in self.Es]
         self.ends = (self.Xh[0] if T == 1 else self.pp[(T - 1) % 2]).unbind(0)  # where the local scans end
+        self.h_last = self.Xs[T - 1][-1]  # (B, N, D): the state after the block's last step
+        # per super-block k, broadcast against (nc, T, B, N, D): Δ, Δu (…, 1, D) and B (…, N, 1)
+        self.dlk = [d.unsqueeze(-2) for d in self.dl.unbind(0)]
+        self.duk = [d.unsqueeze(-2) for d in self.du.unbind(0)]
+        self.Btk = [b.unsqueeze(-1) for b in self.Bt.unbind(0)]
+        self.dsumk = [d.unsqueeze(-2) for d in self.dsum.unbind(0)]  # (nc, B, 1, D)
+        # the readout y_t = C_t · h_t as one batched matmul (nc·T·B, 1, N) @ (nc·T·B, N, D) per super-block
+        self.Ck3 = [c.view(-1, 1, N) for c in self.Ct.unbind(0)]
+        self.X3 = self.X.view(-1, N, Dm)
+
+    @classmethod
+    def get(cls, u: torch.Tensor, N: int, T: int) -> "_Plan":
+        """The plan for u's shape (B, D, L), state size N and chunk T: the last one built in this thread if
+        it matches, else a new one. Its buffers never escape a call, so consecutive calls can share it."""
+        key = (tuple(u.shape), N, T, u.dtype, u.device)
+        cache = _plan_cache.__dict__
+        plan = cache.get("plan")
+        if plan is None or plan.key != key:
+            with torch.inference_mode(False):  # normal-tensor views: calls in and out of inference mode share it
+                plan = cls(*u.shape, N, T, u)
+            plan.key = key
+            cache["plan"] = plan
+        return plan
+
+    def load(self, u, delta, A, Bm, Cm, keep_u: bool = False):
+        """This call's inputs into the plan's time-major buffers; Δu (and u itself if `keep_u`, for the
+        backward); A2; the chunk sums of Δ; S[0] = 0."""
+        _time_major(delta, self.dl_tm)
+        if keep_u:
+            self.u = _time_major(u, _scratch("u", self.du_tm.shape, u)).view(self.du.shape)
+            torch.mul(self.dl, self.u, out=self.du)
+        else:  # u transposed straight into Δu's buffer, then scaled in place
+            _time_major(u, self.du_tm).mul_(self.dl_tm)
+        _time_major(Bm, self.Bt_tm)
+        _time_major(Cm, self.Ct_tm)
+        self.A = A.t().contiguous()  # (N, D)
+        self.A2 = self.A * _LOG2E
+        torch.sum(self.dl, 2, out=self.dsum)
+        self.Ss[0].zero_()
+        return self
 
     def decays(self, k):
         """E = exp(ΔA) of super-block k, and its chunk decays dec = exp(A·ΣΔ) (all ≤ 1: A < 0, Δ ≥ 0)."""
-        torch.mul(self.dl[k].unsqueeze(-2), self.A2, out=self.E).exp2_()  # (nc, T, B, N, D)
+        torch.mul(self.dlk[k], self.A2, out=self.E).exp2_()  # (nc, T, B, N, D)
         if self.nc > 1:
-            torch.mul(self.dsum[k].unsqueeze(-2), self.A2, out=self.dec).exp2_()  # (nc, B, N, D)
+            torch.mul(self.dsumk[k], self.A2, out=self.dec).exp2_()  # (nc, B, N, D)
 
     def states(self, k):
         """Exact states h_t of super-block k into X, from S[0] = the state entering the block.
@@ -155,17 +194,17 @@ class _Plan:
         3. rescan of all chunks at once from their entering states S[c], in place in X (T steps);
            S[nc] = the block's last state. (nc = 1: just step 3, a plain scan.)"""
         Es, Xs, Ss, T = self.Es, self.Xs, self.Ss, self.T
-        torch.mul(self.Bt[k].unsqueeze(-1), self.du[k].unsqueeze(-2), out=self.X)  # (nc, T, B, N, D)
+        torch.mul(self.Btk[k], self.duk[k], out=self.X)  # (nc, T, B, N, D)
         if self.nc > 1:
             end, Xh, Eh = Xs[0][:-1], self.Xh, self.Eh
             for t in range(1, T):
                 end = torch.addcmul(Xh[t], Eh[t], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
             for c, e in enumerate(self.ends):
                 torch.addcmul(e, self.decs[c], Ss[c], out=Ss[c + 1])
-        Xs[0].addcmul_(Es[0], self.S[:-1])
+        Xs[0].addcmul_(Es[0], self.S_in)
         for t in range(1, T):
             Xs[t].addcmul_(Es[t], Xs[t - 1])
-        Ss[-1].copy_(Xs[T - 1][-1])
+        Ss[-1].copy_(self.h_last)
 
     def adjoint(self, k, G, Gs, Gt, W, gy):
         """Adjoint states g_t = C_t gy_t + exp(Δ_{t+1}A) ⊙ g_{t+1} of super-block k into G (nc, T, B, N, D),
@@ -201,14 +240,15 @@ class _ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, Bm, Cm, T: int):
-        p = _Plan(u, delta, A, Bm, Cm, T)
-        y = _scratch("y", (p.nb, p.nc, T, u.shape[0], 1, u.shape[1]), u)  # (nb, nc, T, B, 1, D)
+        p = _Plan.get(u, A.shape[1], T).load(u, delta, A, Bm, Cm)
+        Bsz, Dm = u.shape[:2]
+        y = _scratch("y", (p.nb, p.nc * T * Bsz, 1, Dm), u)  # per super-block: (nc·T·B, 1, D)
         S0 = u.new_empty(p.nb, *p.S.shape[1:])  # (nb, B, N, D): the state entering each super-block
         for k in range(p.nb):
             S0[k].copy_(p.Ss[0])
             p.decays(k)
             p.states(k)
-            torch.matmul(p.Ct[k].unsqueeze(-2), p.X, out=y[k])  # y_t = C_t · h_t
+            torch.bmm(p.Ck3[k], p.X3, out=y[k])  # y_t = C_t · h_t
             p.Ss[0].copy_(p.Ss[-1])
         ctx.T = T
         ctx.save_for_backward(u, delta, A, Bm, Cm, S0)
@@ -223,9 +263,9 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, gy):
         u, delta, A, Bm, Cm, S0 = ctx.saved_tensors
-        p = _Plan(u, delta, A, Bm, Cm, ctx.T)
+        p = _Plan.get(u, A.shape[1], ctx.T).load(u, delta, A, Bm, Cm, keep_u=True)
         Bsz, N, Dm = p.S.shape[1:]
-        gy = _time_major(gy.to(u.dtype), p.Lp, "gy").view(p.dl.shape)  # (nb, nc, T, B, D)
+        gy = _time_major(gy.to(u.dtype), _scratch("gy", p.dl_tm.shape, u)).view(p.dl.shape)  # (nb, nc, T, B, D)
         G, tmp = _scratch("G", p.E.shape, u), _scratch("tmp", p.E.shape, u)  # (nc, T, B, N, D): g_t, scratch
         Gs = G.unbind(1)
         Gt = [g[1:] for g in Gs]
@@ -240,12 +280,12 @@ class _ChunkedScan(torch.autograd.Function):
             p.states(k)
             p.adjoint(k, G, Gs, Gt, W, gy[k])
             torch.sum(torch.mul(p.X, gy[k].unsqueeze(-2), out=tmp), -1, out=gC[k])  # Σ_d gy_t h_t
-            torch.sum(torch.mul(G, p.du[k].unsqueeze(-2), out=tmp), -1, out=gB[k])  # Σ_d g_t Δ_t u_t
+            torch.sum(torch.mul(G, p.duk[k], out=tmp), -1, out=gB[k])  # Σ_d g_t Δ_t u_t
             torch.matmul(p.Bt[k].unsqueeze(-2), G, out=s[k])  # Σ_n g_t B_t
             q = G.mul_(p.E)  # gℓ_t = g_t ⊙ exp(Δ_t A) ⊙ h_{t-1}
             q[:, 1:].mul_(p.X[:, :-1])
-            q[:, 0].mul_(p.S[:-1])
-            gA.add_(torch.sum(torch.mul(q, p.dl[k].unsqueeze(-2), out=tmp).view(-1, N, Dm), 0, out=red))
+            q[:, 0].mul_(p.S_in)
+            gA.add_(torch.sum(torch.mul(q, p.dlk[k], out=tmp).view(-1, N, Dm), 0, out=red))
             torch.sum(q.mul_(p.A), -2, out=gdA[k])
         s, gdA = s.view(p.Lp, Bsz, Dm), gdA.view(p.Lp, Bsz, Dm)
         gdelta = _batch_major(gdA.addcmul_(s, p.u.view_as(s)), p.L)  # Σ_n gℓ A + u Σ_n g B
