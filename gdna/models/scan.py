@@ -95,9 +95,22 @@ def _time_major(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _batch_major(t: torch.Tensor, L: int) -> torch.Tensor:
-    """(Lp, B, C) contiguous → its first L positions as (B, C, L) contiguous (2-D transpose copy)."""
+def _channels_last(t: torch.Tensor) -> bool:
+    """Whether a (B, C, L) tensor is a view of (B, L, C) memory (C contiguous), as the Mamba mixer's
+    activations are (they come out of Linear layers)."""
+    return t.stride(1) == 1 and t.stride(-1) != 1
+
+
+def _batch_major(t: torch.Tensor, L: int, like: torch.Tensor) -> torch.Tensor:
+    """(Lp, B, C) contiguous → its first L positions as (B, C, L), laid out like `like`: (B, C, L)
+    contiguous by a 2-D transpose copy, or, when `like` is channels-last, a (B, C, L) view of (B, L, C)
+    memory by a plain vectorised copy, so that the caller's next ops (the D skip, the z gate, out_proj)
+    see the layout they started with and nothing is transposed twice."""
     Lp, Bsz, Ch = t.shape
+    if _channels_last(like):
+        out = t.new_empty(Bsz, L, Ch)
+        out.copy_(t[:L].transpose(0, 1))
+        return out.transpose(1, 2)
     out = t.new_empty(Bsz, Ch, L)
     out.view(Bsz * Ch, L).copy_(t.view(Lp, Bsz * Ch)[:L].t())
     return out
@@ -252,7 +265,7 @@ class _ChunkedScan(torch.autograd.Function):
             p.Ss[0].copy_(p.Ss[-1])
         ctx.T = T
         ctx.save_for_backward(u, delta, A, Bm, Cm, S0)
-        return _batch_major(y.view(p.Lp, *u.shape[:2]), p.L)
+        return _batch_major(y.view(p.Lp, *u.shape[:2]), p.L, u)  # laid out like u
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -288,9 +301,9 @@ class _ChunkedScan(torch.autograd.Function):
             gA.add_(torch.sum(torch.mul(q, p.dlk[k], out=tmp).view(-1, N, Dm), 0, out=red))
             torch.sum(q.mul_(p.A), -2, out=gdA[k])
         s, gdA = s.view(p.Lp, Bsz, Dm), gdA.view(p.Lp, Bsz, Dm)
-        gdelta = _batch_major(gdA.addcmul_(s, p.u.view_as(s)), p.L)  # Σ_n gℓ A + u Σ_n g B
-        gu = _batch_major(s.mul_(p.dl.view_as(s)), p.L)  # Δ Σ_n g B
-        gB, gC = (_batch_major(g.view(p.Lp, Bsz, N), p.L) for g in (gB, gC))
+        gdelta = _batch_major(gdA.addcmul_(s, p.u.view_as(s)), p.L, delta)  # Σ_n gℓ A + u Σ_n g B
+        gu = _batch_major(s.mul_(p.dl.view_as(s)), p.L, u)  # Δ Σ_n g B
+        gB, gC = (_batch_major(g.view(p.Lp, Bsz, N), p.L, x) for g, x in ((gB, Bm), (gC, Cm)))
         return gu, gdelta, gA.t(), gB, gC, None
 
 
