@@ -165,7 +165,9 @@ class _Plan:
     @classmethod
     def get(cls, u: torch.Tensor, N: int, T: int) -> "_Plan":
         """The plan for u's shape (B, D, L), state size N and chunk T: the last one built in this thread if
-        it matches, else a new one. Its buffers never escape a call, so consecutive calls can share it."""
+        it matches, else a new one. Its buffers never escape a call, so consecutive calls can share it.
+        It keeps that one shape's buffers alive between calls, also those over _SCRATCH_MAX_BYTES (which
+        _scratch alone would allocate afresh every call), until a call with another shape replaces it."""
         key = (tuple(u.shape), N, T, u.dtype, u.device)
         cache = _plan_cache.__dict__
         plan = cache.get("plan")
