@@ -125,8 +125,8 @@ class _Plan:
     Time-major inputs (Lp = nb·P positions; position (k·nc + c)·T + t is step t of chunk c of super-block k),
     viewed (nb, nc, T, B, ·): dl = Δ, du = Δu, u (backward only) (…, D); Bt, Ct (…, N). A2 = A·log2(e) as
     (N, D), so that exp(ΔA) = exp2(Δ·A2): exp2 is about twice as fast as exp on CPU. Buffers: E (decays) and
-    X (inputs, then states, in place), both (nc, T, B, N, D); S (nc+1, B, N, D) (chunk entering states,
-    S[nc] = the block's end state); dec (nc, B, N, D) (chunk decays); pp (2, nc-1, B, N, D) (local scans,
+    X (inputs, then states, in place), both (nc, T, B, N, D); S (nc, B, N, D) (chunk entering states);
+    dec (nc, B, N, D) (chunk decays); pp (2, nc-1, B, N, D) (local scans,
     ping-pong). The buffers and all their views (per step: Es, Xs, …; per super-block: dlk, duk, …) depend
     on the shape only, so a plan is built once and kept (the last shape, per thread: `_Plan.get`); each call
     only `load`s its inputs. The loops then issue one torch op per step and nothing else."""
@@ -143,12 +143,11 @@ class _Plan:
         self.dsum = _scratch("dsum", (self.nb, nc, Bsz, Dm), like)  # Δ summed over each chunk
         self.E = _scratch("E", (nc, T, Bsz, N, Dm), like)
         self.X = _scratch("X", self.E.shape, like)
-        self.S = _scratch("S", (nc + 1, Bsz, N, Dm), like)
+        self.S = _scratch("S", (nc, Bsz, N, Dm), like)
         self.dec = _scratch("dec", (nc, Bsz, N, Dm), like)
         self.pp = _scratch("pp", (2, nc - 1, Bsz, N, Dm), like).unbind(0)  # 2 × (nc-1, B, N, D)
         self.Es, self.Xs = self.E.unbind(1), self.X.unbind(1)  # T × (nc, B, N, D)
-        self.Ss, self.decs = self.S.unbind(0), self.dec.unbind(0)  # nc+1, nc × (B, N, D)
-        self.S_in = self.S[:-1]  # (nc, B, N, D): the state entering each chunk
+        self.Ss, self.decs = self.S.unbind(0), self.dec.unbind(0)  # nc × (B, N, D): the state entering each chunk
         # chunks 0..nc-2 (forward local scans) and 1..nc-1 (backward ones): T × (nc-1, B, N, D)
         self.Xh, self.Eh, self.Et = [x[:-1] for x in self.Xs], [e[:-1] for e in self.Es], [e[1:] for e in self.Es]
         self.ends = (self.Xh[0] if T == 1 else self.pp[(T - 1) % 2]).unbind(0)  # where the local scans end
@@ -207,7 +206,7 @@ class _Plan:
         1. X = Δu ⊗ B; local scans from zero of chunks 0..nc-2, all at once (T-1 steps) → their end states;
         2. carry: S[c+1] = end_c + dec_c ⊙ S[c] (nc-1 small steps over (B, N, D));
         3. rescan of all chunks at once from their entering states S[c], in place in X (T steps);
-           S[nc] = the block's last state. (nc = 1: just step 3, a plain scan.)"""
+           the block's last state is then `h_last`. (nc = 1: just step 3, a plain scan.)"""
         Es, Xs, Ss, T = self.Es, self.Xs, self.Ss, self.T
         torch.mul(self.Btk[k], self.duk[k], out=self.X)  # (nc, T, B, N, D)
         if self.nc > 1:
@@ -216,10 +215,9 @@ class _Plan:
                 end = torch.addcmul(Xh[t], Eh[t], end, out=self.pp[t % 2])  # (nc-1, B, N, D)
             for c, e in enumerate(self.ends):
                 torch.addcmul(e, self.decs[c], Ss[c], out=Ss[c + 1])
-        Xs[0].addcmul_(Es[0], self.S_in)
+        Xs[0].addcmul_(Es[0], self.S)
         for t in range(1, T):
             Xs[t].addcmul_(Es[t], Xs[t - 1])
-        Ss[-1].copy_(self.h_last)
 
     def adjoint(self, k, G, Gs, Gt, W, gy):
         """Adjoint states g_t = C_t gy_t + exp(Δ_{t+1}A) ⊙ g_{t+1} of super-block k into G (nc, T, B, N, D),
@@ -258,13 +256,15 @@ class _ChunkedScan(torch.autograd.Function):
         p = _Plan.get(u, A.shape[1], T).load(u, delta, A, Bm, Cm)
         Bsz, Dm = u.shape[:2]
         y = _scratch("y", (p.nb, p.nc * T * Bsz, 1, Dm), u)  # per super-block: (nc·T·B, 1, D)
-        S0 = u.new_empty(p.nb, *p.S.shape[1:])  # (nb, B, N, D): the state entering each super-block
+        # (nb, B, N, D): the state entering each super-block, kept for the backward (only if one will run)
+        S0 = u.new_empty(p.nb, *p.S.shape[1:]) if any(ctx.needs_input_grad[:5]) else None
         for k in range(p.nb):
-            S0[k].copy_(p.Ss[0])
+            if S0 is not None:
+                S0[k].copy_(p.Ss[0])
             p.decays(k)
             p.states(k)
             torch.bmm(p.Ck3[k], p.X3, out=y[k])  # y_t = C_t · h_t
-            p.Ss[0].copy_(p.Ss[-1])
+            p.Ss[0].copy_(p.h_last)  # enters the next super-block
         ctx.T = T
         ctx.save_for_backward(u, delta, A, Bm, Cm, S0)
         return _batch_major(y.view(p.Lp, *u.shape[:2]), p.L, u)  # laid out like u
@@ -299,7 +299,7 @@ class _ChunkedScan(torch.autograd.Function):
             torch.matmul(p.Bt[k].unsqueeze(-2), G, out=s[k])  # Σ_n g_t B_t
             q = G.mul_(p.E)  # gℓ_t = g_t ⊙ exp(Δ_t A) ⊙ h_{t-1}
             q[:, 1:].mul_(p.X[:, :-1])
-            q[:, 0].mul_(p.S_in)
+            q[:, 0].mul_(p.S)
             gA.add_(torch.sum(torch.mul(q, p.dlk[k], out=tmp).view(-1, N, Dm), 0, out=red))
             torch.sum(q.mul_(p.A), -2, out=gdA[k])
         s, gdA = s.view(p.Lp, Bsz, Dm), gdA.view(p.Lp, Bsz, Dm)
