@@ -246,9 +246,9 @@ class _Plan:
 class _ChunkedScan(torch.autograd.Function):
     """y = scan(u, Δ, A, B, C) (no D, z, bias: those are plain autograd ops around it), any L.
 
-    Forward keeps only the inputs and the (B, N, D) state entering each super-block; backward walks the
-    super-blocks last to first, recomputes their states, runs the adjoint recurrence backwards with the
-    same two-level scheme, and forms each gradient with one multiply-and-sum or batched matmul per
+    Forward keeps only the inputs and (when a gradient will be taken) the (B, N, D) state entering each
+    super-block; backward walks the super-blocks last to first, recomputes their states, runs the adjoint
+    recurrence backwards with the same two-level scheme, and forms each gradient with one multiply-and-sum or batched matmul per
     super-block, in the same reused buffers (one more, G, for the adjoint and one scratch)."""
 
     @staticmethod
