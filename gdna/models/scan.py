@@ -248,8 +248,9 @@ class _ChunkedScan(torch.autograd.Function):
 
     Forward keeps only the inputs and (when a gradient will be taken) the (B, N, D) state entering each
     super-block; backward walks the super-blocks last to first, recomputes their states, runs the adjoint
-    recurrence backwards with the same two-level scheme, and forms each gradient with one multiply-and-sum or batched matmul per
-    super-block, in the same reused buffers (one more, G, for the adjoint and one scratch)."""
+    recurrence backwards with the same two-level scheme, and forms each gradient with one multiply-and-sum
+    or batched matmul per super-block, in the same reused buffers (one more, G, for the adjoint and one
+    scratch)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, Bm, Cm, T: int):
