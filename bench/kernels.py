@@ -11,8 +11,9 @@ candidates take turns (a a a b b b a a a ...), so that drifting load from other 
 A candidate's time is the median over its back-to-back calls after the first of each block: the steady
 state a training loop sees, as timeit and torch.utils.benchmark measure it. The first call of each block
 (right after the other candidate, with caches holding the other's data and the second core asleep) is
-printed apart as "first call" (on this 2-vCPU VM it cost the chunked scan up to 3 ms more in some runs). Wall time and process
-CPU time (the honest number on an oversubscribed machine); torch's thread count is left as it is.
+printed apart as "first call" (on a 2-vCPU VM it cost the chunked scan up to 3 ms more in some runs).
+Wall time and process CPU time (the honest number on an oversubscribed machine); torch's thread count is
+left as it is.
 """
 from __future__ import annotations
 
