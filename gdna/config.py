@@ -27,6 +27,12 @@ STRATEGIES = ("scratch", "hg38", "task_spt", "domain_spt")
 CORPUS_OF_STRATEGY = {"hg38": "genome", "task_spt": "task", "domain_spt": "domain"}
 CORPORA = ("genome", "task", "domain")
 GREATAPES_TASK = "greatapes"  # task name of great-ape species classification (data in <data_root>/greatapes/)
+
+
+def greatapes_fastas(data_root: str | os.PathLike) -> list[Path]:
+    """The great-ape species FASTAs, <data_root>/greatapes/*.fa, sorted (species i = label i); [] if none."""
+    folder = Path(data_root) / GREATAPES_TASK
+    return sorted(folder.glob("*.fa")) if folder.is_dir() else []
 OBJECTIVES = ("cls", "clm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 POOLINGS = ("mean", "last")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import GREATAPES_TASK, DataConfig
+from gdna.config import GREATAPES_TASK, DataConfig, greatapes_fastas
 from gdna.errors import ConfigError, DataError
 from gdna.data.genome import GENOME_LUT, FastaReader
 from gdna.data.genomic_benchmarks import STREAM_SUB_TEST, STREAM_SUB_TRAIN, STREAM_SUB_VAL, split_train_val, subsample
@@ -52,7 +52,7 @@ def load_greatapes(root: str | os.PathLike) -> GreatApes:
 @functools.lru_cache(maxsize=4)
 def _load(root: str) -> GreatApes:
     folder = Path(root) / APES_DIR
-    files = sorted(folder.glob("*.fa")) if folder.is_dir() else []
+    files = greatapes_fastas(root)
     if len(files) < 2:
         raise DataError(f"{folder}: needs at least 2 species FASTA files (*.fa), found {len(files)}")
     readers = tuple(FastaReader(f) for f in files)

@@ -28,6 +28,7 @@ from gdna.config import (
     config_hash,
     finetune_recipe,
     from_dict,
+    greatapes_fastas,
 )
 from gdna.errors import ConfigError
 from gdna.sweep.spec import SweepSpec
@@ -268,7 +269,7 @@ def n_classes(spec: SweepSpec, task: str) -> int:
     """Class count from the task's sorted class folders, or greatapes' species FASTAs (2 when the data is
     not here, e.g. --plan)."""
     if task == GREATAPES_TASK:
-        return max(len(list((spec.root() / GREATAPES_TASK).glob("*.fa"))), 2)
+        return max(len(greatapes_fastas(spec.root())), 2)
     d = spec.root() / "genomic_benchmarks" / task / "train"
     if d.is_dir():
         n = sum(1 for p in d.iterdir() if p.is_dir())

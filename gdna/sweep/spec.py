@@ -36,6 +36,7 @@ from gdna.config import (
     ResourcesConfig,
     TrainConfig,
     from_dict,
+    greatapes_fastas,
     to_dict,
 )
 from gdna.errors import ConfigError
@@ -251,9 +252,9 @@ class SweepSpec:
             raise ConfigError(f"data_root: {root} does not exist (set data_root, --data-root or GDNA_DATA_ROOT)")
         for i, t in enumerate(self.tasks + tuple(self.pretrain.domain_tasks)):
             if t == GREATAPES_TASK:
-                apes = root / GREATAPES_TASK
-                if len(list(apes.glob("*.fa"))) < 2:
-                    raise ConfigError(f"tasks[{i}]: greatapes needs at least 2 species FASTA files (*.fa) in {apes}")
+                if len(greatapes_fastas(root)) < 2:
+                    raise ConfigError(f"tasks[{i}]: greatapes needs at least 2 species FASTA files (*.fa) in "
+                                      f"{root / GREATAPES_TASK}")
                 continue
             d = root / "genomic_benchmarks" / t / "train"
             if not d.is_dir():
