@@ -132,7 +132,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: left as it is)")
     p.add_argument("--only", choices=("scan", "hyena"), help="run one section (default: both)")
-    p.add_argument("--batches", default="1,2,16", help="scan batch sizes, comma-separated (the goal: the first, 1)")
+    p.add_argument("--batches", default="1,2,16", help="scan batch sizes, comma-separated (default 1,2,16; the goal is for B=1)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
