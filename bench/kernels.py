@@ -1,6 +1,6 @@
 """Kernel micro-benchmarks (CPU or whatever device is given), printed side by side in one run.
 
-    python bench/kernels.py [--device cpu] [--repeats 5] [--threads N] [--only scan|hyena]
+    python bench/kernels.py [--device cpu] [--repeats 5] [--threads N] [--only scan|hyena] [--batches 1,2,16]
 
 1. Selective scan at L=1024, d=256, N=16: the per-step reference vs the chunked scan, as a speed-up ratio,
    forward at batch 1, 2 and 16 and forward+backward at batch 1 and 2 (`--batches`). The goal (≥ 10×) is
