@@ -27,12 +27,6 @@ STRATEGIES = ("scratch", "hg38", "task_spt", "domain_spt")
 CORPUS_OF_STRATEGY = {"hg38": "genome", "task_spt": "task", "domain_spt": "domain"}
 CORPORA = ("genome", "task", "domain")
 GREATAPES_TASK = "greatapes"  # task name of great-ape species classification (data in <data_root>/greatapes/)
-
-
-def greatapes_fastas(data_root: str | os.PathLike) -> list[Path]:
-    """The great-ape species FASTAs, <data_root>/greatapes/*.fa, sorted (species i = label i); [] if none."""
-    folder = Path(data_root) / GREATAPES_TASK
-    return sorted(folder.glob("*.fa")) if folder.is_dir() else []
 OBJECTIVES = ("cls", "clm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 POOLINGS = ("mean", "last")
@@ -52,6 +46,12 @@ PAPER_PRETRAIN_STEPS = 10_000
 def default_data_root() -> str:
     """GDNA_DATA_ROOT, else ../shared/data beside the current directory."""
     return os.environ.get("GDNA_DATA_ROOT") or str(Path("../shared/data").resolve())
+
+
+def greatapes_fastas(data_root: str | os.PathLike) -> list[Path]:
+    """The great-ape species FASTAs, <data_root>/greatapes/*.fa, sorted (species i = label i); [] if none."""
+    folder = Path(data_root) / GREATAPES_TASK
+    return sorted(folder.glob("*.fa")) if folder.is_dir() else []
 
 
 # ---------------------------------------------------------------------------------------------
