@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from gdna.models import kernels
 from gdna.models.layers import MLP, RMSNorm
-from gdna.models.transformer import Backbone
+from gdna.models.layers import Backbone
 
 FILTER_REF_LEN = 1024  # lag t is fed to the filter MLP as t / FILTER_REF_LEN (fixed: length-independent filters)
 FILTER_EMB_DIM = 5  # positional features: t, and cos/sin of 2 frequency bands

@@ -84,3 +84,26 @@ def restore_order(h: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     out = torch.empty_like(h)
     out.scatter_(1, perm.unsqueeze(-1).expand_as(h), h)
     return out
+
+
+class Backbone(nn.Module):
+    """Token embedding → n_layers blocks → final RMSNorm. Shared by every architecture.
+
+    forward(ids (B, L) int64, mask (B, L) bool | None, True = real token) → hidden states (B, L, D).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, blocks: list[nn.Module], dropout: float, n_layers: int):
+        super().__init__()
+        self.d_model = d_model
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(blocks)
+        self.norm_f = RMSNorm(d_model)  # the final norm before any head
+        init_weights(self, n_layers)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        ids, _, perm = right_align(ids, mask)
+        x = self.drop(self.embed(ids))  # (B, L, D)
+        for block in self.blocks:
+            x = block(x)
+        return restore_order(self.norm_f(x), perm)

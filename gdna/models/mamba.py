@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from gdna.models import kernels
 from gdna.models.layers import RMSNorm
-from gdna.models.transformer import Backbone
+from gdna.models.layers import Backbone
 
 
 class MambaMixer(nn.Module):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from gdna.models import kernels
-from gdna.models.layers import MLP, RMSNorm, init_weights, restore_order, right_align
+from gdna.models.layers import MLP, Backbone, RMSNorm
 
 
 class Rotary(nn.Module):
@@ -73,29 +73,6 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-
-class Backbone(nn.Module):
-    """Token embedding → n_layers blocks → final RMSNorm. Shared by the three architectures.
-
-    forward(ids (B, L) int64, mask (B, L) bool | None, True = real token) → hidden states (B, L, D).
-    """
-
-    def __init__(self, vocab_size: int, d_model: int, blocks: list[nn.Module], dropout: float, n_layers: int):
-        super().__init__()
-        self.d_model = d_model
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(blocks)
-        self.norm_f = RMSNorm(d_model)  # the final norm before any head
-        init_weights(self, n_layers)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        ids, _, perm = right_align(ids, mask)
-        x = self.drop(self.embed(ids))  # (B, L, D)
-        for block in self.blocks:
-            x = block(x)
-        return restore_order(self.norm_f(x), perm)
 
 
 def transformer_backbone(vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_hidden: int,
