@@ -20,7 +20,7 @@ import pytest
 
 from gdna.analysis.cli import register
 from gdna.analysis.load import default_tracking_uri, load_runs
-from gdna.analysis.synthetic import known_trials, write_sweep
+from synthetic_store import known_trials, write_sweep
 from gdna.errors import GdnaError
 
 SWEEP = "known"

@@ -5,7 +5,7 @@ import matplotlib.image
 import pytest
 
 from gdna.analysis import importance, plots
-from gdna.analysis.synthetic import SyntheticTrial, grid_trials, trials_frame
+from synthetic_store import SyntheticTrial, grid_trials, trials_frame
 
 TASKS = {"human_enhancers_cohn": 2, "human_nontata_promoters": 2, "human_ensembl_regulatory": 3}
 

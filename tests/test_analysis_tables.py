@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gdna.analysis import tables
-from gdna.analysis.synthetic import SyntheticTrial, known_trials, trials_frame
+from synthetic_store import SyntheticTrial, known_trials, trials_frame
 
 
 @pytest.fixture(scope="module")

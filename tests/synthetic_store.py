@@ -1,4 +1,4 @@
-"""A synthetic sweep written to MLflow exactly as DESIGN.md's "MLflow schema" says (tests, demos).
+"""A synthetic sweep written to MLflow exactly as DESIGN.md's "MLflow schema" says (test-only data).
 
 `write_sweep(tracking_uri, name, trials, artifact_root)` creates the experiment, one parent run per
 stage and one child run per trial; `SyntheticTrial` holds the numbers the analysis should find.
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from gdna.config import PAPER_BATCH_SIZES, PAPER_LRS, PAPER_SEEDS
 
 
 @dataclass
@@ -90,9 +92,10 @@ def write_sweep(tracking_uri: str, name: str, trials: Iterable[SyntheticTrial],
 GRID_TASKS = {"human_enhancers_cohn": 2, "human_nontata_promoters": 2, "demo_human_or_worm": 2}
 GRID_ARCHS = ("transformer", "hyena", "mamba")
 GRID_STRATEGIES = ("scratch", "hg38")
-GRID_LRS = (1e-4, 3e-4, 9e-4, 2.7e-3)
-GRID_BATCHES = (128, 256)
-GRID_SEEDS = (0, 1, 2)
+GRID_LRS = PAPER_LRS
+GRID_BATCHES = PAPER_BATCH_SIZES
+GRID_SEEDS = PAPER_SEEDS
+GRID_BEST_LR = PAPER_LRS[1]  # the synthetic optimum: the second of the paper's LRs
 
 
 def grid_trials(tasks: dict[str, int] | None = None, archs=GRID_ARCHS, strategies=GRID_STRATEGIES,
@@ -107,7 +110,7 @@ def grid_trials(tasks: dict[str, int] | None = None, archs=GRID_ARCHS, strategie
     out = []
     for task, arch, strategy, lr, bs, ctx, seed in itertools.product(
             tasks, archs, strategies, lrs, batches, context_lens, seeds):
-        lr_penalty = 0.03 * abs(np.log(lr / 3e-4) / np.log(3)) ** 1.5
+        lr_penalty = 0.03 * abs(np.log(lr / GRID_BEST_LR) / np.log(3)) ** 1.5
         ctx_gain = 0.01 * np.log2(ctx / min(context_lens)) if strategy != "scratch" else 0.0
         mean = (task_base[task] + arch_gain.get(arch, 0) + strategy_gain.get(strategy, 0) - lr_penalty
                 + ctx_gain - 0.005 * (bs == 256))
