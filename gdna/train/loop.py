@@ -194,7 +194,7 @@ class _Loop:
             self.model.load_state_dict(self.best["model"])
             test = self._eval(self.test_ds)
             m.update({"test_acc": test["acc"], "test_loss": test["loss"], "best_val_acc": self.best["value"],
-                      "best_epoch": self.best["at"]})
+                      "best_epoch": self.best["at"], **{f"test_{k}": v for k, v in test.get("classes", {}).items()}})
         else:
             m.update({"test_acc": float("nan"), "test_loss": float("nan"), "best_val_acc": float("nan"), "best_epoch": 0})
         m["time_train_s"] = self.time_train

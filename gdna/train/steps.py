@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +62,14 @@ def batch_tokens(objective: str, batch: Any) -> int:
 
 def loss_sum(model: nn.Module, objective: str, batch: Any, device: torch.device, precision: str) -> tuple[torch.Tensor, int]:
     """Summed loss over the batch (fp32) and the number of correct predictions (cls; 0 for clm)."""
+    loss, correct, _ = _loss_and_predictions(model, objective, batch, device, precision)
+    return loss, correct
+
+
+def _loss_and_predictions(
+    model: nn.Module, objective: str, batch: Any, device: torch.device, precision: str
+) -> tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor, int] | None]:
+    """loss_sum's (loss, correct), plus (labels, predictions, n_classes) for cls (None for clm)."""
     if objective == "cls":
         ids, mask, labels = unpack_cls(batch)
     else:
@@ -73,10 +82,11 @@ def loss_sum(model: nn.Module, objective: str, batch: Any, device: torch.device,
     logits = logits.float()
     if objective == "cls":
         loss = F.cross_entropy(logits, labels, reduction="sum")
-        correct = int((logits.argmax(-1) == labels).sum())
-        return loss, correct
+        predictions = logits.argmax(-1)
+        correct = int((predictions == labels).sum())
+        return loss, correct, (labels, predictions, int(logits.shape[-1]))
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss, 0
+    return loss, 0, None
 
 
 def train_step(
@@ -139,22 +149,82 @@ def perplexity(loss: float) -> float:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, batches: Iterable[Any], *, objective: str, rt: Runtime, precision: str
-) -> dict[str, float]:
-    """Loss (and accuracy for cls) over this rank's shard, summed over ranks."""
+) -> dict[str, Any]:
+    """Loss (and accuracy for cls) over this rank's shard, summed over ranks.
+
+    cls also gives `confusion`: the (n_classes, n_classes) confusion matrix as nested lists of
+    counts, rows = true class, columns = predicted class, summed over ranks like the other sums, and
+    `classes`: `class_metrics(confusion)` (balanced accuracy, MCC, per-class recall, the counts).
+    """
     was_training = model.training
     model.eval()
     tot = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    cm: torch.Tensor | None = None
     for b in batches:
-        loss, correct = loss_sum(model, objective, b, rt.device, precision)
+        loss, correct, preds = _loss_and_predictions(model, objective, b, rt.device, precision)
         tot += torch.tensor([float(loss), correct, batch_count(objective, b)], dtype=torch.float64)
+        if preds is not None:
+            labels, predicted, n_classes = preds
+            counts = torch.bincount((labels * n_classes + predicted).cpu(), minlength=n_classes * n_classes)
+            cm = counts.to(torch.float64) if cm is None else cm + counts.to(torch.float64)
     t = _to_comm(tot, rt)
     rt.all_reduce_sum(t)
     tot = t.cpu()
+    if objective == "cls":
+        cm = _all_reduce_confusion(cm, rt)
     model.train(was_training)
     n = max(1.0, float(tot[2]))
-    out = {"loss": float(tot[0]) / n, "count": float(tot[2])}
+    out: dict[str, Any] = {"loss": float(tot[0]) / n, "count": float(tot[2])}
     if objective == "cls":
         out["acc"] = float(tot[1]) / n
+        if cm is not None:
+            k = int(round(math.sqrt(cm.numel())))
+            out["confusion"] = cm.reshape(k, k).round().to(torch.int64).tolist()
+            out["classes"] = class_metrics(out["confusion"])
     else:
         out["ppl"] = perplexity(out["loss"])
     return out
+
+
+def _all_reduce_confusion(cm: torch.Tensor | None, rt: Runtime) -> torch.Tensor | None:
+    """Sum the flattened confusion matrices over ranks. A rank without examples does not know the
+    class count, so the ranks first agree on it (sum of counts over the ranks that have one)."""
+    if rt.world_size == 1:
+        return cm
+    k2 = 0 if cm is None else cm.numel()
+    agree = rt.all_reduce_sum(_to_comm(torch.tensor([float(k2), float(cm is not None)], dtype=torch.float64), rt)).cpu()
+    if agree[1] == 0:
+        return None
+    size = int(round(float(agree[0]) / float(agree[1])))
+    local = torch.zeros(size, dtype=torch.float64) if cm is None else cm
+    return rt.all_reduce_sum(_to_comm(local, rt)).cpu()
+
+
+def class_metrics(confusion: Sequence[Sequence[float]] | None, prefix: str = "") -> dict[str, float]:
+    """Numbers from a confusion matrix (rows true, columns predicted), all plain floats:
+    `balanced_acc` (mean recall over the classes present), `mcc` (multi-class Matthews correlation,
+    0 when undefined: one predicted class), `recall_c{i}` (NaN for a class absent from the labels),
+    `pred_frac_c{i}` (share of predictions), `n_pred_classes` (classes predicted at least once) and
+    `cm_{i}_{j}` (counts). Empty for None (clm, or no example)."""
+    if confusion is None:
+        return {}
+    cm = np.asarray(confusion, dtype=np.float64)
+    k = cm.shape[0]
+    n = cm.sum()
+    true, pred = cm.sum(axis=1), cm.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(true > 0, np.diag(cm) / np.where(true > 0, true, 1), np.nan)
+    present = true > 0
+    out = {"balanced_acc": float(recall[present].mean()) if present.any() else float("nan")}
+    # Gorodkin's R_K (= sklearn.metrics.matthews_corrcoef on the same predictions)
+    c, s = float(np.trace(cm)), float(n)
+    denom = math.sqrt(max(s * s - float(pred @ pred), 0.0)) * math.sqrt(max(s * s - float(true @ true), 0.0))
+    out["mcc"] = (c * s - float(pred @ true)) / denom if denom > 0 else 0.0
+    out["n_pred_classes"] = float((pred > 0).sum())
+    for i in range(k):
+        out[f"recall_c{i}"] = float(recall[i])
+        out[f"pred_frac_c{i}"] = float(pred[i] / n) if n > 0 else float("nan")
+    for i in range(k):
+        for j in range(k):
+            out[f"cm_{i}_{j}"] = float(cm[i, j])
+    return {prefix + key: v for key, v in out.items()}
