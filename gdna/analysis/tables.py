@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from gdna.config import ARCHITECTURES, STRATEGIES
+from gdna.registry import ARCHITECTURES, STRATEGIES
 
 CONFIG_KEYS = ("lr", "batch_size", "context_len")
 UNIT_KEYS = ("seed", "fold")  # one repetition of a configuration
@@ -135,7 +135,7 @@ def context_len_tables(df: pd.DataFrame) -> pd.DataFrame:
 def architecture_markdown(table: pd.DataFrame, arch: str) -> str:
     """Task × strategy for one architecture, best strategy of each task bold, second underlined."""
     sub = table[table["arch"] == arch]
-    strategies = ordered(sub["strategy"].unique(), STRATEGIES)
+    strategies = ordered(sub["strategy"].unique(), STRATEGIES.names())
     tasks = sorted(sub["task"].unique())
     cells = {(r.task, r.strategy): (r.test_mean, r.test_spread) for r in sub.itertuples()}
     failed = {(r.task, r.strategy): r.n_excluded for r in sub.itertuples() if r.n == 0}
@@ -151,8 +151,8 @@ def human_regulatory_markdown(table: pd.DataFrame) -> str:
     """Strategy × architecture; for each architecture the best strategy bold, second underlined."""
     if table.empty:
         return "_no human_* task in this sweep_"
-    archs = ordered(table["arch"].unique(), ARCHITECTURES)
-    strategies = ordered(table["strategy"].unique(), STRATEGIES)
+    archs = ordered(table["arch"].unique(), ARCHITECTURES.names())
+    strategies = ordered(table["strategy"].unique(), STRATEGIES.names())
     cells = {(r.strategy, r.arch): (r.test_mean, r.test_spread) for r in table.itertuples()}
     columns = [_marked([cells.get((s, a), (np.nan, np.nan)) for s in strategies]) for a in archs]
     rows = [[s] + [col[i] for col in columns] for i, s in enumerate(strategies)]
@@ -166,7 +166,7 @@ def context_len_markdown(table: pd.DataFrame, arch: str) -> str:
     cells = {(r.task, r.strategy, int(r.context_len)): (r.test_mean, r.test_spread) for r in sub.itertuples()}
     rows = []
     for task in sorted(sub["task"].unique()):
-        for strategy in ordered(sub.loc[sub["task"] == task, "strategy"].unique(), STRATEGIES):
+        for strategy in ordered(sub.loc[sub["task"] == task, "strategy"].unique(), STRATEGIES.names()):
             values = [cells.get((task, strategy, L), (np.nan, np.nan)) for L in lengths]
             rows.append([task, strategy] + _marked(values))
     return markdown_table(["task", "strategy"] + [f"L={L}" for L in lengths], rows, n_text=2)
@@ -203,7 +203,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], n_te
 
 
 def ordered(values: Iterable, preferred: Sequence) -> list:
-    """`values` in the order of `preferred`, unknown ones after it, sorted."""
+    """`values` in the order of `preferred` (names, or a gdna.registry Registry: its names), unknown
+    ones after it, sorted."""
+    preferred = list(preferred.names()) if hasattr(preferred, "names") else list(preferred)
     values = [v for v in values if v is not None and v == v]
     known = [p for p in preferred if p in values]
     return known + sorted(v for v in values if v not in preferred)
