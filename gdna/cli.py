@@ -11,7 +11,7 @@ import sys
 
 from gdna.errors import GdnaError
 
-AREAS = ("gdna.data.cli", "gdna.train.cli", "gdna.sweep.cli", "gdna.analysis.cli")
+AREAS = ("gdna.data.cli", "gdna.train.cli", "gdna.sweep.cli", "gdna.analysis.cli", "gdna.cluster.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
