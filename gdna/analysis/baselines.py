@@ -349,3 +349,28 @@ def data_problem(units: list[SplitUnit]) -> str | None:
         return f"data root {sorted(missing)[0]} does not exist (pass --data-root or set GDNA_DATA_ROOT)"
     return None
 
+
+
+def task_references(frame: pd.DataFrame, k: int = DEFAULT_K) -> dict[str, dict[str, tuple[float, float]]]:
+    """{method label: {task: (test mean, spread)}} for the per-task reference columns."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in summarize(frame).itertuples():
+        out.setdefault(method_label(r.method, k), {})[r.task] = (r.test_mean, r.test_spread)
+    return {label: out[label] for label in (method_label(m, k) for m in METHODS) if label in out}
+
+
+def human_references(frame: pd.DataFrame, prefix: str = "human_", k: int = DEFAULT_K) -> dict[str, tuple[float, float]]:
+    """{method label: (mean, spread)} over the human tasks as Table 1 averages the models: per
+    seed/fold the mean over tasks, then mean ± spread over seeds/folds."""
+    from gdna.analysis.tables import mean_spread
+
+    if frame.empty:
+        return {}
+    human = frame[frame["task"].astype(str).str.startswith(prefix)]
+    out = {}
+    for method in METHODS:
+        sub = human[human["method"] == method]
+        if not sub.empty:
+            mean, spread, _ = mean_spread(sub.groupby(["seed", "fold"])["test_acc"].mean())
+            out[method_label(method, k)] = (mean, spread)
+    return out

@@ -1,7 +1,9 @@
 """Hyperparameter importance for test accuracy with Optuna's fANOVA evaluator.
 
 The ok runs become COMPLETE trials of an in-memory Optuna study (value = test_acc) over the
-hyperparameters that vary in the sweep: arch, strategy, lr (log-float), batch size, and task /
+hyperparameters that vary independently in the sweep (`param_importances` names what it left out
+and why: constant, defined for some strategies only — analysed within them —, or following the
+others): arch, strategy, lr (log-float), batch size, and task /
 context length when those vary, plus any other MLflow param that is an independent axis of the
 sweep (it varies among runs that agree on all of the above; seed/fold/paths excluded): a param
 that merely follows another one (model.n_classes follows the task) would only split its share.
@@ -33,6 +35,12 @@ class ImportanceResult:
     n_trials: int = 0
     params: list[str] = field(default_factory=list)
     message: str = ""
+    excluded: dict[str, str] = field(default_factory=dict)  # param → why it is not in the analysis
+    scope: str = "all runs"
+    subsets: list["ImportanceResult"] = field(default_factory=list)  # strategy-specific params, within their runs
+
+    def excluded_text(self) -> str:
+        return "; ".join(f"{p}: {why}" for p, why in self.excluded.items())
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"param": list(self.importances), "importance": list(self.importances.values())})
@@ -82,24 +90,50 @@ def build_study(df: pd.DataFrame, params: list[str]):
     return study
 
 
-def param_importances(df: pd.DataFrame, seed: int = 0) -> ImportanceResult:
-    """fANOVA importances of the varying hyperparameters for test accuracy over `df`'s ok runs."""
+def param_importances(df: pd.DataFrame, seed: int = 0, scope: str = "all runs",
+                      subsets: bool = True) -> ImportanceResult:
+    """fANOVA importances of the hyperparameters that vary INDEPENDENTLY among `df`'s ok runs.
+
+    A candidate is left out, with the reason in `excluded`, when it is constant, when it is not
+    defined for every run (the pretraining context length means nothing for a run without
+    pretraining: it is analysed in a sub-analysis over the runs that have it, `subsets`), or when
+    it follows the other parameters (no two runs differ in it alone: e.g. a context length that
+    each strategy fixes), since fANOVA would credit it with part of their effect.
+    """
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    runs = df[df["ok"]].dropna(subset=["test_acc"])
-    core = varying_params(runs)
-    extra = extra_axes(runs, core)
-    runs = runs.dropna(subset=core + extra).rename(columns={c: c[len("params."):] for c in extra})
-    params = core + [c[len("params."):] for c in extra]
-    for p in params[len(core):]:  # numeric-looking params as numbers, so that choices sort naturally
+    runs = df[df["ok"]].dropna(subset=["test_acc"]).copy()
+    if "context_len" in runs and "strategy" in runs:  # defined only where there was a pretraining
+        runs.loc[runs["strategy"] == "scratch", "context_len"] = pd.NA
+    excluded: dict[str, str] = {}
+    partial: list[str] = []
+    candidates = []
+    for p in CANDIDATE_PARAMS:
+        if p not in runs.columns or runs[p].isna().all():
+            continue
+        values = runs[p].dropna()
+        if runs[p].isna().any():
+            partial.append(p)
+            excluded[p] = (f"defined for {len(values)} of {len(runs)} runs only"
+                           + (" (pretrained strategies)" if p == "context_len" else "") + ": analysed within them")
+        elif values.nunique() < 2:
+            excluded[p] = f"constant ({_plain(values.iloc[0])})"
+        else:
+            candidates.append(p)
+    extra = extra_axes(runs, candidates)
+    runs = runs.rename(columns={c: c[len("params."):] for c in extra})
+    for p in (c[len("params."):] for c in extra):  # numeric-looking params as numbers, so that choices sort naturally
         numeric = pd.to_numeric(runs[p], errors="coerce")
         if numeric.notna().all():
             runs[p] = numeric
-    result = ImportanceResult(n_trials=len(runs), params=params)
+        candidates.append(p)
+    params = independent(runs, candidates, excluded)
+    runs = runs.dropna(subset=params)
+    result = ImportanceResult(n_trials=len(runs), params=params, excluded=excluded, scope=scope)
     if len(runs) < 2:
         result.message = f"importance skipped: {len(runs)} finished run(s) with test_acc, need at least 2"
     elif not params:
-        result.message = "importance skipped: no hyperparameter varies across the finished runs"
+        result.message = "importance skipped: no hyperparameter varies independently across the finished runs"
     elif len(params) == 1:
         result.importances = {params[0]: 1.0}
         result.message = (f"importance trivial: only {params[0]} varies across the finished runs, "
@@ -109,7 +143,31 @@ def param_importances(df: pd.DataFrame, seed: int = 0) -> ImportanceResult:
         importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
         result.importances = {k: float(v) for k, v in importances.items()}
         result.message = f"fANOVA over {len(runs)} runs and {len(params)} hyperparameters"
+    if subsets:
+        for p in partial:
+            sub = df[df["ok"]].copy()
+            if p == "context_len" and "strategy" in sub:
+                sub = sub[sub["strategy"] != "scratch"]
+            sub = sub[sub[p].notna()]
+            result.subsets.append(param_importances(sub, seed, scope=f"runs with {p} ({len(sub)})", subsets=False))
     return result
+
+
+def independent(runs: pd.DataFrame, candidates: list[str], excluded: dict[str, str]) -> list[str]:
+    """The candidates that vary on their own: some two runs agree on every other kept candidate
+    and differ in this one. Checked in order; a parameter found to follow the others is dropped
+    (and named in `excluded`) before the next one is checked, so of two aliases the first is dropped."""
+    kept = list(candidates)
+    for p in list(candidates):
+        others = [o for o in kept if o != p]
+        sub = runs.dropna(subset=[p] + others)
+        if sub.empty:
+            continue
+        varies = sub[p].nunique() > 1 if not others else (sub.groupby(others, dropna=False)[p].nunique() > 1).any()
+        if not varies:
+            kept.remove(p)
+            excluded[p] = (f"follows {', '.join(others)} (never varies alone)" if others else "constant")
+    return kept
 
 
 def _plain(value):

@@ -6,7 +6,8 @@ else the run's own data.context_len.
 
 Columns: `run_id`, `run_name`, `stage`, `arch`, `strategy`, `task`, `seed`, `fold`, `status`
 (gdna.status), `lr`, `batch_size`, `context_len`, `n_classes`, `test_acc`, `best_val_acc`,
-`val_score` (best_val_acc, else the last val_acc), `outcome` ("ok", "diverged", "errored",
+`val_score` (best_val_acc, else the last val_acc), `test_balanced_acc`, `test_mcc`,
+`n_pred_classes` (classes the model predicted on test; NaN when no confusion matrix was logged), `outcome` ("ok", "diverged", "errored",
 "no test_acc"), `ok` (bool), plus every raw `params.*`, `metrics.*`, `tags.*` column.
 """
 from __future__ import annotations
@@ -133,6 +134,10 @@ def normalize_runs(raw: pd.DataFrame) -> pd.DataFrame:
     out["test_acc"] = pd.to_numeric(col("metrics.test_acc"), errors="coerce")
     out["best_val_acc"] = pd.to_numeric(col("metrics.best_val_acc"), errors="coerce")
     out["val_score"] = out["best_val_acc"].fillna(pd.to_numeric(col("metrics.val_acc"), errors="coerce"))
+    # from the test confusion matrix (trials since issue 18; NaN for older runs)
+    out["test_balanced_acc"] = pd.to_numeric(col("metrics.test_balanced_acc"), errors="coerce")
+    out["test_mcc"] = pd.to_numeric(col("metrics.test_mcc"), errors="coerce")
+    out["n_pred_classes"] = pd.to_numeric(col("metrics.test_n_pred_classes"), errors="coerce")
     for name in ("seed", "fold", "batch_size", "context_len", "n_classes"):
         out[name] = out[name].astype("Int64")
     out["outcome"] = [outcome_of(s, t) for s, t in zip(out["status"], out["test_acc"])]

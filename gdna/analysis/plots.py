@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from gdna.analysis.tables import markdown_table, ordered, select_on_validation, selected_runs, \
     varying_config_keys  # noqa: E402
-from gdna.config import ARCHITECTURES  # noqa: E402
+from gdna.registry import ARCHITECTURES  # noqa: E402
 
 ARCH_STYLE = {  # colour-blind safe (Okabe–Ito), one marker each
     "transformer": ("#0072B2", "o"),
@@ -54,10 +54,15 @@ def lr_curves(df: pd.DataFrame, strategy: str) -> pd.DataFrame:
     return curves.sort_values(group).reset_index(drop=True)
 
 
-def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None) -> Figure:
-    """One panel per task, one labelled line (+ min–max band) per architecture, chance dashed."""
+BASELINE_STYLE = {0: ("0.25", ":"), 1: ("#D55E00", "-.")}  # majority dotted, k-mer LR dash-dot
+
+
+def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None,
+                        references: dict | None = None) -> Figure:
+    """One panel per task, one labelled line (+ min–max band) per architecture, chance dashed.
+    `references`: {label: {task: (mean, spread)}}, one horizontal line each (the baselines)."""
     tasks = sorted(curves["task"].unique())
-    archs = ordered(curves["arch"].unique(), ARCHITECTURES)
+    archs = ordered(curves["arch"].unique(), ARCHITECTURES.names())
     ncols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
     with plt.rc_context(PAPER_RC):
@@ -82,6 +87,10 @@ def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None) -> Figur
             chance = sub["n_classes"].dropna()
             if not chance.empty:
                 ax.axhline(100 / chance.iloc[0], color="0.4", linestyle="--", linewidth=1, label="chance")
+            for k, (label, values) in enumerate((references or {}).items()):
+                if task in values and np.isfinite(values[task][0]):
+                    colour, style = BASELINE_STYLE.get(k, ("0.5", ":"))
+                    ax.axhline(100 * values[task][0], color=colour, linestyle=style, linewidth=1.1, label=label)
             ax.set_xscale("log")
             ax.set_xticks(lrs, [_lr_label(x) for x in lrs])
             ax.minorticks_off()
@@ -93,7 +102,12 @@ def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None) -> Figur
                 ax.set_xlabel("Learning rate")
         for ax in axes[len(tasks):]:
             ax.set_visible(False)
-        handles, labels = axes[0].get_legend_handles_labels()
+        handles, labels = [], []
+        for ax in axes[:len(tasks)]:  # every label once, whichever panel has it
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
         if (curves["n_excluded"] > 0).any():
             handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white",
                                   markeredgecolor="0.3"))
@@ -119,7 +133,7 @@ def lr_gap_markdown(gaps: pd.DataFrame) -> str:
     """Task × architecture: gap in percentage points (best LR → worst LR)."""
     if gaps.empty:
         return "_no learning-rate curve_"
-    archs = ordered(gaps["arch"].unique(), ARCHITECTURES)
+    archs = ordered(gaps["arch"].unique(), ARCHITECTURES.names())
     cells = {(r.task, r.arch): r for r in gaps.itertuples()}
     rows = []
     for task in sorted(gaps["task"].unique()):

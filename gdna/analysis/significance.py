@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from gdna.analysis.tables import UNIT_KEYS, ordered, select_on_validation, selected_runs, varying_config_keys
-from gdna.config import ARCHITECTURES, STRATEGIES
+from gdna.registry import ARCHITECTURES, STRATEGIES
 
 ALPHA = 0.05
 MIN_PAIRS = 3  # below this: no test at all
@@ -66,7 +66,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) ->
     if n < 2:
         return out
     sd = float(d.std(ddof=1))
-    if sd == 0.0:  # every pair differs by the same amount: no noise to weigh it against
+    if sd <= 1e-12 * max(1.0, abs(out["mean_diff"])):  # every pair differs by the same amount: no noise
         out["ci_low"] = out["ci_high"] = out["mean_diff"]
         out["p"] = 1.0 if out["mean_diff"] == 0.0 else 0.0
         return out

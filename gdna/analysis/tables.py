@@ -132,30 +132,46 @@ def context_len_tables(df: pd.DataFrame) -> pd.DataFrame:
 # Markdown rendering
 
 
-def architecture_markdown(table: pd.DataFrame, arch: str) -> str:
-    """Task × strategy for one architecture, best strategy of each task bold, second underlined."""
+def architecture_markdown(table: pd.DataFrame, arch: str, references: dict | None = None,
+                          flags: dict | None = None) -> str:
+    """Task × strategy for one architecture, best strategy of each task bold, second underlined.
+
+    `references`: {label: {task: (mean, spread)}}, extra columns in _italics_ right of the
+    strategies (baselines; never marked best). `flags`: {(arch, task, strategy): note}, appended
+    to a cell as "⚠ note" (e.g. runs whose model predicts one class)."""
     sub = table[table["arch"] == arch]
-    strategies = ordered(sub["strategy"].unique(), STRATEGIES.names())
+    strategies = ordered(sub["strategy"].unique(), STRATEGIES)
     tasks = sorted(sub["task"].unique())
     cells = {(r.task, r.strategy): (r.test_mean, r.test_spread) for r in sub.itertuples()}
     failed = {(r.task, r.strategy): r.n_excluded for r in sub.itertuples() if r.n == 0}
+    references, flags = references or {}, flags or {}
     rows = []
     for task in tasks:
         texts = _marked([cells.get((task, s), (np.nan, np.nan)) for s in strategies])
-        rows.append([task] + [f"– (all {failed[task, s]} runs excluded)" if (task, s) in failed else t
-                              for s, t in zip(strategies, texts)])
-    return markdown_table(["task"] + strategies, rows)
+        row = [task] + [f"– (all {failed[task, s]} runs excluded)" if (task, s) in failed else
+                        t + (f" ⚠ {flags[arch, task, s]}" if (arch, task, s) in flags else "")
+                        for s, t in zip(strategies, texts)]
+        row += [_reference(values.get(task)) for values in references.values()]
+        rows.append(row)
+    return markdown_table(["task"] + strategies + [f"_{label}_" for label in references], rows)
 
 
-def human_regulatory_markdown(table: pd.DataFrame) -> str:
-    """Strategy × architecture; for each architecture the best strategy bold, second underlined."""
+def _reference(cell) -> str:
+    return "–" if cell is None else f"_{format_cell(*cell)}_"
+
+
+def human_regulatory_markdown(table: pd.DataFrame, references: dict | None = None) -> str:
+    """Strategy × architecture; for each architecture the best strategy bold, second underlined.
+    `references`: {label: (mean, spread)}, one _italic_ reference row each (the same value in
+    every column: a baseline does not depend on the architecture)."""
     if table.empty:
         return "_no human_* task in this sweep_"
-    archs = ordered(table["arch"].unique(), ARCHITECTURES.names())
-    strategies = ordered(table["strategy"].unique(), STRATEGIES.names())
+    archs = ordered(table["arch"].unique(), ARCHITECTURES)
+    strategies = ordered(table["strategy"].unique(), STRATEGIES)
     cells = {(r.strategy, r.arch): (r.test_mean, r.test_spread) for r in table.itertuples()}
     columns = [_marked([cells.get((s, a), (np.nan, np.nan)) for s in strategies]) for a in archs]
     rows = [[s] + [col[i] for col in columns] for i, s in enumerate(strategies)]
+    rows += [[f"_{label}_"] + [_reference(cell)] * len(archs) for label, cell in (references or {}).items()]
     return markdown_table(["strategy"] + archs, rows)
 
 
@@ -166,7 +182,7 @@ def context_len_markdown(table: pd.DataFrame, arch: str) -> str:
     cells = {(r.task, r.strategy, int(r.context_len)): (r.test_mean, r.test_spread) for r in sub.itertuples()}
     rows = []
     for task in sorted(sub["task"].unique()):
-        for strategy in ordered(sub.loc[sub["task"] == task, "strategy"].unique(), STRATEGIES.names()):
+        for strategy in ordered(sub.loc[sub["task"] == task, "strategy"].unique(), STRATEGIES):
             values = [cells.get((task, strategy, L), (np.nan, np.nan)) for L in lengths]
             rows.append([task, strategy] + _marked(values))
     return markdown_table(["task", "strategy"] + [f"L={L}" for L in lengths], rows, n_text=2)

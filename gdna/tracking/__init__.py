@@ -27,6 +27,11 @@ TRIAL_STATUSES = ("running", "finished", "diverged", "errored")
 STEP_METRICS = ("train_loss", "val_loss", "val_acc", "val_ppl", "lr", "epoch", "step", "tokens_per_s")
 FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_val_loss", "best_val_ppl", "best_step", "time_train_s")
 _METRIC_PREFIXES = ("train_", "val_", "test_", "best_")
+# MLflow 3 opens an experiment on its GenAI traces overview unless it is marked as model training
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the description MLflow shows on an experiment or run page
+ANALYSIS_MARK = "\n\n---\n**Analysis** (`gdna analyze`)\n\n"  # the analysis part of a description starts here
 
 
 def sweep_store_uri(sweep_dir: str | Path) -> str:
@@ -54,10 +59,11 @@ def default_artifact_location(tracking_uri: str, sweep_dir: Path) -> str | None:
 class SweepTracker:
     """Find-or-create MLflow runs for one sweep; dedupes metric steps per (run, key)."""
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_location: str | None = None):
+    def __init__(self, tracking_uri: str, sweep: str, artifact_location: str | None = None, description: str = ""):
         self.tracking_uri = tracking_uri
         self.sweep = sweep
         self.artifact_location = artifact_location
+        self.description = description  # the spec's description: the experiment's and stage runs' text
         self._reset()
 
     def _reset(self) -> None:
@@ -71,7 +77,8 @@ class SweepTracker:
         self._commit: str | None = None
 
     def __getstate__(self) -> dict:  # pickled inside Tune's tuner.pkl: keep only the addresses
-        return {"tracking_uri": self.tracking_uri, "sweep": self.sweep, "artifact_location": self.artifact_location}
+        return {"tracking_uri": self.tracking_uri, "sweep": self.sweep, "artifact_location": self.artifact_location,
+                "description": self.description}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -94,12 +101,16 @@ class SweepTracker:
             exp = self.client.get_experiment_by_name(self.sweep)
             if exp is None:
                 self._exp_id = self.client.create_experiment(
-                    self.sweep, artifact_location=self.artifact_location, tags={"gdna.sweep": self.sweep}
+                    self.sweep, artifact_location=self.artifact_location,
+                    tags={"gdna.sweep": self.sweep, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                          NOTE_TAG: experiment_description(self.sweep, self.description)},
                 )
             else:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
                 self._exp_id = exp.experiment_id
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # a sweep tracked before the tag existed
+                    self.client.set_experiment_tag(self._exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return self._exp_id
 
     @property
@@ -126,7 +137,8 @@ class SweepTracker:
             else:
                 run = self.client.create_run(
                     self.experiment_id, run_name=stage,
-                    tags={"gdna.sweep": self.sweep, "gdna.stage": stage, "gdna.role": "stage", "git_commit": self.commit},
+                    tags={"gdna.sweep": self.sweep, "gdna.stage": stage, "gdna.role": "stage", "git_commit": self.commit,
+                          NOTE_TAG: stage_description(self.sweep, stage, self.description)},
                 )
                 self._parents[stage] = run.info.run_id
         return self._parents[stage]
@@ -225,6 +237,51 @@ class SweepTracker:
             out.setdefault(st, {}).setdefault(s, 0)
             out[st][s] += 1
         return out
+
+
+def experiment_description(sweep: str, description: str = "") -> str:
+    return (f"gdna sweep **{sweep}**" + (f": {description}" if description else "") + ". One parent run per stage "
+            "(pretrain, finetune), one child run per trial; `gdna analyze` adds an `analysis` run.")
+
+
+def stage_description(sweep: str, stage: str, description: str = "") -> str:
+    what = {"pretrain": "pretraining runs (causal LM), the best per group is kept",
+            "finetune": "fine-tuning trials (test accuracy, confusion matrix)"}.get(stage, "trials")
+    return f"Stage **{stage}** of sweep {sweep}: its child runs are the {what}." + (f" Sweep: {description}" if description else "")
+
+
+def with_analysis(note: str | None, analysis: str) -> str:
+    """`note` with its analysis part (after ANALYSIS_MARK) replaced by `analysis`."""
+    return (note or "").split(ANALYSIS_MARK)[0] + ANALYSIS_MARK + analysis
+
+
+def describe_with_analysis(client, experiment_id: str, sweep: str, analysis: str) -> None:
+    """Put `analysis` (the answer paragraph) under the experiment's and every stage run's own
+    description, replacing an earlier analysis part; marks the experiment as model training."""
+    exp = client.get_experiment(experiment_id)
+    note = exp.tags.get(NOTE_TAG) or experiment_description(sweep)
+    client.set_experiment_tag(experiment_id, NOTE_TAG, with_analysis(note, analysis)[:60000])
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    for run in client.search_runs([experiment_id], "tags.`gdna.role` = 'stage'", max_results=100):
+        stage = run.data.tags.get("gdna.stage", run.info.run_name)
+        note = run.data.tags.get(NOTE_TAG) or stage_description(sweep, stage)
+        client.set_tag(run.info.run_id, NOTE_TAG, with_analysis(note, analysis)[:60000])
+
+
+def runs_table_url(base_url: str, tracking_uri: str, sweep: str) -> str:
+    """The URL of the sweep experiment's runs table (`<base>/#/experiments/<id>/runs`); marks the
+    experiment as model training if an older sweep lacks the tag. `<base>/` when it does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        return base_url.rstrip("/") + "/"
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(sweep)
+    if exp is None:
+        return base_url.rstrip("/") + "/"
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return f"{base_url.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"
 
 
 def _param_str(v: Any) -> str:
