@@ -37,6 +37,7 @@ class SyntheticTrial:
     stage: str = "finetune"
     epochs: int = 3
     extra_params: dict = field(default_factory=dict)
+    confusion: list | None = None  # test confusion matrix (rows true, columns predicted), logged as test_* metrics
 
     @property
     def run_name(self) -> str:
@@ -45,23 +46,22 @@ class SyntheticTrial:
 
 
 def write_sweep(tracking_uri: str, name: str, trials: Iterable[SyntheticTrial],
-                artifact_root: str | Path) -> str:
+                artifact_root: str | Path, description: str = "a synthetic sweep") -> str:
     """Write `trials` as child runs of per-stage parent runs in experiment `name`; returns its id."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    from gdna.tracking import SweepTracker
+
     client = MlflowClient(tracking_uri)
-    artifact_uri = Path(artifact_root).resolve().as_uri()
-    exp_id = client.create_experiment(name, artifact_location=artifact_uri,
-                                      tags={"gdna.sweep": name,
-                                            "mlflow.experimentKind": "custom_model_development"})
+    # the experiment and the stage parents as the sweep driver makes them (kind tag, descriptions)
+    tracker = SweepTracker(tracking_uri, name, Path(artifact_root).resolve().as_uri(), description=description)
+    exp_id = tracker.experiment_id
     parents: dict[str, str] = {}
     now = int(time.time() * 1000)
     for trial in trials:
         if trial.stage not in parents:
-            parent = client.create_run(exp_id, run_name=trial.stage, tags={
-                "gdna.sweep": name, "gdna.stage": trial.stage, "gdna.role": "stage"})
-            parents[trial.stage] = parent.info.run_id
+            parents[trial.stage] = tracker.stage_run(trial.stage)
         tags = {"mlflow.parentRunId": parents[trial.stage], "gdna.role": "trial", "gdna.sweep": name,
                 "gdna.stage": trial.stage, "gdna.trial_key": trial.run_name, "config_hash": "synthetic",
                 "git_commit": "synthetic", "arch": trial.arch, "strategy": trial.strategy,
@@ -81,6 +81,8 @@ def write_sweep(tracking_uri: str, name: str, trials: Iterable[SyntheticTrial],
             metrics.append(Metric("best_val_acc", trial.best_val_acc, now, trial.epochs - 1))
         if trial.test_acc is not None:
             metrics.append(Metric("test_acc", trial.test_acc, now, trial.epochs - 1))
+        for key, value in confusion_metrics(trial).items():
+            metrics.append(Metric(key, value, now, trial.epochs - 1))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()])
         client.set_terminated(run.info.run_id, "FAILED" if trial.status == "errored" else "FINISHED")
@@ -124,6 +126,13 @@ def grid_trials(tasks: dict[str, int] | None = None, archs=GRID_ARCHS, strategie
     return out
 
 
+def confusion_metrics(trial: SyntheticTrial) -> dict[str, float]:
+    """The test_* metrics the training loop reports for `trial.confusion` (none without one)."""
+    from gdna.train.steps import class_metrics
+
+    return class_metrics(trial.confusion, prefix="test_") if trial.confusion is not None else {}
+
+
 def trials_frame(trials: Iterable[SyntheticTrial]) -> "pd.DataFrame":
     """The DataFrame `load_runs` would return for `trials`, without MLflow (fast unit tests)."""
     import pandas as pd
@@ -139,7 +148,8 @@ def trials_frame(trials: Iterable[SyntheticTrial]) -> "pd.DataFrame":
                      "params.data.context_len": str(t.context_len),
                      "params.model.n_classes": str(t.n_classes),
                      **{f"params.{k}": str(v) for k, v in t.extra_params.items()},
-                     "metrics.test_acc": t.test_acc, "metrics.best_val_acc": t.best_val_acc})
+                     "metrics.test_acc": t.test_acc, "metrics.best_val_acc": t.best_val_acc,
+                     **{f"metrics.{k}": v for k, v in confusion_metrics(t).items()}})
     return normalize_runs(pd.DataFrame(rows))
 
 

@@ -155,10 +155,12 @@ def param_importances(df: pd.DataFrame, seed: int = 0, scope: str = "all runs",
 
 def independent(runs: pd.DataFrame, candidates: list[str], excluded: dict[str, str]) -> list[str]:
     """The candidates that vary on their own: some two runs agree on every other kept candidate
-    and differ in this one. Checked in order; a parameter found to follow the others is dropped
-    (and named in `excluded`) before the next one is checked, so of two aliases the first is dropped."""
+    and differ in this one. Checked from the last candidate back (the study's own axes come first,
+    so of two aliases, e.g. strategy and a context length each strategy fixes, the later one is
+    dropped); a parameter found to follow the others is dropped (and named in `excluded`) before
+    the next one is checked."""
     kept = list(candidates)
-    for p in list(candidates):
+    for p in reversed(list(candidates)):
         others = [o for o in kept if o != p]
         sub = runs.dropna(subset=[p] + others)
         if sub.empty:
