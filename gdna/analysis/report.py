@@ -403,8 +403,10 @@ def _answer(sig: dict, versus: pd.DataFrame, cells: pd.DataFrame, sens: pd.DataF
         if not lr_rows.empty:
             better = int((lr_rows["verdict"] == "model better").sum())
             worse = int((lr_rows["verdict"] == "baseline better").sum())
+            few = int((lr_rows["verdict"] == significance.TOO_FEW).sum())
             parts.append(f"the validation-best model beats the {label} beyond seed noise on {better} of "
                          f"{len(lr_rows)} task(s)" + (f" and loses to it on {worse}" if worse else "")
+                         + (f" ({few} with too few paired seeds to say)" if few else "")
                          + " (" + "; ".join(f"{r.task}: {100 * r.model_mean:.1f}% vs {100 * r.baseline_mean:.1f}%"
                                             for r in lr_rows.head(4).itertuples()) + ")")
         if not maj.empty:
