@@ -47,7 +47,7 @@ def main() -> int:
     from gdna.train.trainer import build_trainer, read_events, resolve_trial
 
     trial = resolve_trial(TrialConfig(
-        model=ModelConfig(arch=args.arch, d_model=args.d_model, n_heads=4),
+        model=ModelConfig.for_arch(args.arch, d_model=args.d_model, n_heads=4),
         data=DataConfig(corpus="genome", context_len=args.context, windows_per_epoch=max(64, args.batch * 50),
                         eval_windows=2 * args.batch),
         train=TrainConfig(objective="clm", batch_size=args.batch, max_steps=args.steps, eval_every=args.eval_every,

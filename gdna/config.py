@@ -3,7 +3,9 @@
 Every config round-trips through plain dicts (`to_dict` / `from_dict`) so that it can travel in a
 Ray Tune param_space, be logged to MLflow as params and be hashed into a stable identity.
 `from_dict` is strict: an unknown key or a value of the wrong type raises ConfigError naming the
-dotted key, e.g. "model.arch: unknown architecture 'mambo' (choose from transformer, hyena, mamba)".
+dotted key, e.g. "model.arch: unknown architecture 'mambo' (choose from ...)". Architectures, corpora and
+strategies are looked up in `gdna.registry`; the paper's numbers (grids, seeds, budget, recipe,
+pretraining) are defined here and used from here.
 """
 from __future__ import annotations
 
@@ -18,29 +20,28 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gdna.errors import ConfigError
+from gdna.fingerprint import file_fingerprint
+from gdna.registry import ARCHITECTURES, CORPORA, STRATEGIES
 
 # ---------------------------------------------------------------------------------------------
-# Vocabulary of the study
-ARCHITECTURES = ("transformer", "hyena", "mamba")
-STRATEGIES = ("scratch", "hg38", "task_spt", "domain_spt")
-# which pretraining corpus each strategy needs (scratch needs none)
-CORPUS_OF_STRATEGY = {"hg38": "genome", "task_spt": "task", "domain_spt": "domain"}
-CORPORA = ("genome", "task", "domain")
-GREATAPES_TASK = "greatapes"  # task name of great-ape species classification (data in <data_root>/greatapes/)
 OBJECTIVES = ("cls", "clm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 POOLINGS = ("mean", "last")
 
-# The paper's grids and recipe (the only place these numbers live)
+# The paper's grids and recipe (the only place these numbers live; search_spaces/paper_grid.yaml and the
+# sweeps are checked against them by tests/test_config.py)
 PAPER_LRS = (1e-4, 3e-4, 9e-4, 2.7e-3)
 PAPER_BATCH_SIZES = (128, 256)
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 PAPER_PARAM_BUDGET = 1_600_000
 PAPER_N_LAYERS = 2
-PAPER_FINETUNE_EPOCHS = 10
-PAPER_SCRATCH_MAX_EPOCHS = 200
-PAPER_SCRATCH_PATIENCE = 10
+PAPER_FINETUNE_EPOCHS = 10  # fine-tuning after a pretraining
+PAPER_SCRATCH_MAX_EPOCHS = 200  # from scratch: up to 200 epochs ...
+PAPER_SCRATCH_PATIENCE = 10  # ... with early stopping on validation accuracy
 PAPER_PRETRAIN_STEPS = 10_000
+PAPER_PRETRAIN_LRS = (1e-3,)
+PAPER_PRETRAIN_BATCH_SIZE = 256
+PAPER_PRETRAIN_CONTEXT_LENS = (1024,)
 
 
 def default_data_root() -> str:
@@ -48,51 +49,93 @@ def default_data_root() -> str:
     return os.environ.get("GDNA_DATA_ROOT") or str(Path("../shared/data").resolve())
 
 
-def greatapes_fastas(data_root: str | os.PathLike) -> list[Path]:
-    """The great-ape species FASTAs, <data_root>/greatapes/*.fa, sorted (species i = label i); [] if none."""
-    folder = Path(data_root) / GREATAPES_TASK
-    return sorted(folder.glob("*.fa")) if folder.is_dir() else []
-
-
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelConfig:
-    """A backbone + head. Width comes from `d_model` if set, else from the parameter-budget solver."""
+    """A backbone + head. Width comes from `d_model` if set, else from the parameter-budget solver.
 
-    arch: str = "transformer"  # transformer | hyena | mamba
+    The architecture's own keys (transformer `n_heads`, mamba `d_state`, ...) live in `settings`, the typed
+    dataclass the architecture registers (gdna.registry); in dicts, YAML and MLflow params they sit flat
+    beside the common keys (`model.d_state`)."""
+
+    arch: str = ""  # a registered architecture (gdna.registry.ARCHITECTURES)
     n_layers: int = PAPER_N_LAYERS
     param_budget: int = PAPER_PARAM_BUDGET  # total trainable parameters the width solver aims at (±3%)
     d_model: int | None = None  # explicit width (e.g. 128 or 256) instead of the budget
     vocab_size: int = 16  # gdna.data.tokenizer.VOCAB_SIZE
     dropout: float = 0.0
-    # transformer
-    n_heads: int = 8
-    mlp: str = "swiglu"  # swiglu | gelu
-    # hyena
-    hyena_order: int = 2
-    hyena_filter_dim: int = 64  # width of the implicit filter MLP
-    hyena_short_conv: int = 3
-    # mamba
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    # classification head
-    pooling: str = "mean"  # mean (masked) | last (last real token)
+    pooling: str = "mean"  # classification head: mean (masked) | last (last real token)
     n_classes: int = 2
+    settings: Any = None  # the architecture's settings dataclass; None → its defaults
+
+    def __post_init__(self) -> None:
+        if self.settings is None and self.arch in ARCHITECTURES:
+            object.__setattr__(self, "settings", ARCHITECTURES.get(self.arch).settings())
 
     def validate(self, where: str = "model") -> "ModelConfig":
-        _choice(f"{where}.arch", self.arch, ARCHITECTURES, "architecture")
+        if not self.arch:
+            raise ConfigError(f"{where}.arch: missing (choose from {', '.join(ARCHITECTURES.names())})")
+        arch = ARCHITECTURES.get(self.arch, f"{where}.arch")
+        if not isinstance(self.settings, arch.settings):
+            raise ConfigError(f"{where}: settings of {type(self.settings).__name__} do not belong to {self.arch}")
         _choice(f"{where}.pooling", self.pooling, POOLINGS, "pooling")
-        _choice(f"{where}.mlp", self.mlp, ("swiglu", "gelu"), "mlp")
         _positive(f"{where}.n_layers", self.n_layers)
         _positive(f"{where}.param_budget", self.param_budget)
         if self.d_model is not None:
             _positive(f"{where}.d_model", self.d_model)
-            if self.arch == "transformer" and self.d_model % self.n_heads:
-                raise ConfigError(f"{where}.d_model: {self.d_model} is not divisible by n_heads={self.n_heads}")
+        problem = arch.check(self.settings, self.d_model)
+        if problem:
+            raise ConfigError(problem.replace("model.", f"{where}.", 1))
         if self.n_classes < 2:
             raise ConfigError(f"{where}.n_classes: must be ≥ 2, got {self.n_classes}")
         return self
+
+    # flat dicts: common keys and the architecture's own keys side by side ------------------------
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any], where: str) -> "ModelConfig":
+        where = where or "model"
+        common = [f.name for f in dataclasses.fields(cls) if f.name != "settings"]
+        known = model_keys()
+        for k in d:
+            if k not in known:
+                raise ConfigError(f"{where}.{k}: unknown key (valid keys: {', '.join(sorted(known))})")
+        name = d.get("arch") or ""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.arch: missing (choose from {', '.join(ARCHITECTURES.names())})")
+        arch = ARCHITECTURES.get(name, f"{where}.arch")
+        own = [f.name for f in dataclasses.fields(arch.settings)]
+        for k in d:
+            if k not in common and k not in own:
+                raise ConfigError(f"{where}.{k}: not a key of architecture {name} "
+                                  f"(its keys: {', '.join(sorted(common + own))})")
+        base = _from_fields(cls, {k: v for k, v in d.items() if k in common}, where)
+        settings = _from_fields(arch.settings, {k: v for k, v in d.items() if k in own}, where)
+        return dataclasses.replace(base, settings=settings)
+
+    def _to_dict(self) -> dict[str, Any]:
+        d = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "settings"}
+        d.update(to_dict(self.settings) if self.settings is not None else {})
+        return d
+
+    @classmethod
+    def for_arch(cls, arch: str, overrides: Mapping[str, Any] | None = None, *, where: str = "model",
+                 **keys: Any) -> "ModelConfig":
+        """`arch` with a sweep's model overrides (and/or `keys`), which may hold other architectures' keys
+        (they apply to those); a key that no registered architecture has is an error."""
+        overrides = {**(overrides or {}), **keys}
+        own = {f.name for f in dataclasses.fields(ARCHITECTURES.get(arch, f"{where}.arch").settings)}
+        common = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        known = set(common).union(*({f.name for f in dataclasses.fields(a.settings)} for a in ARCHITECTURES))
+        for k in overrides:
+            if k not in known:
+                raise ConfigError(f"{where}.{k}: unknown key (valid keys: {', '.join(sorted(known))})")
+        return from_dict(cls, {**{k: v for k, v in overrides.items() if k in common or k in own}, "arch": arch}, where)
+
+
+def model_keys() -> set[str]:
+    """Every key a model config may have: the common ones and each registered architecture's."""
+    common = {f.name for f in dataclasses.fields(ModelConfig)} - {"settings"}
+    return common.union(*({f.name for f in dataclasses.fields(a.settings)} for a in ARCHITECTURES))
 
 
 @dataclass(frozen=True)
@@ -114,6 +157,8 @@ class DataConfig:
     val_fraction: float = 0.1
     max_train_examples: int | None = None  # seeded subsample, for small runs and tests
     max_eval_examples: int | None = None
+    fingerprint: str = ""  # content fingerprint of the files this trial reads (gdna.data.fingerprint); part of
+    #                        the identity, so the same data elsewhere keeps it and changed data does not
 
     def root(self) -> Path:
         return Path(self.data_root or default_data_root())
@@ -123,7 +168,7 @@ class DataConfig:
         return p if p.is_absolute() else self.root() / p
 
     def validate(self, where: str = "data") -> "DataConfig":
-        _choice(f"{where}.corpus", self.corpus, CORPORA, "corpus")
+        CORPORA.get(self.corpus, f"{where}.corpus")
         _positive(f"{where}.context_len", self.context_len)
         _positive(f"{where}.n_folds", self.n_folds)
         if not 0 <= self.fold < self.n_folds:
@@ -169,12 +214,10 @@ class TrainConfig:
 
 
 def finetune_recipe(strategy: str, **overrides: Any) -> TrainConfig:
-    """The paper's fine-tuning recipe: 10 epochs after pretraining; from scratch up to 200 with early stopping."""
-    if strategy == "scratch":
-        base = TrainConfig(objective="cls", epochs=PAPER_SCRATCH_MAX_EPOCHS, patience=PAPER_SCRATCH_PATIENCE)
-    else:
-        base = TrainConfig(objective="cls", epochs=PAPER_FINETUNE_EPOCHS)
-    return dataclasses.replace(base, **overrides)
+    """The strategy's fine-tuning recipe (gdna.strategies: 10 epochs after a pretraining; from scratch up to
+    200 with early stopping), then `overrides`."""
+    recipe = STRATEGIES.get(strategy, "strategies").recipe
+    return dataclasses.replace(TrainConfig(objective="cls", **recipe), **overrides)
 
 
 @dataclass(frozen=True)
@@ -208,6 +251,7 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     init_checkpoint: str | None = None  # pretrained backbone file (fine-tuning from a pretraining)
+    init_from: str | None = None  # the key (identity) of the pretraining that wrote init_checkpoint
     export_dir: str | None = None  # rank 0 writes the best model here at the end (pretraining results)
 
     def validate(self) -> "TrialConfig":
@@ -226,9 +270,17 @@ class TrialConfig:
         return from_dict(cls, d)
 
     def identity(self) -> str:
-        """Content hash of the resolved config (data_root excluded: the same data may live elsewhere)."""
+        """THE trial identity: a content hash of the resolved config without locations (data_root,
+        export_dir, the checkpoint's path: a pretraining is named by its key `init_from`, else by the
+        file's content), with the data fingerprint. Run names, resume checks, MLflow and markers use it."""
         d = self.to_dict()
         d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
+        d["export_dir"] = None
+        if d["init_checkpoint"]:
+            if d["init_from"]:
+                d["init_checkpoint"] = f"pretrain:{d['init_from']}"
+            else:
+                d["init_checkpoint"] = f"file:{file_fingerprint(Path(self.init_checkpoint))}"
         return config_hash(d)
 
 
@@ -238,6 +290,8 @@ class TrialConfig:
 
 def to_dict(obj: Any) -> Any:
     """Dataclass (nested) → plain JSON-able dict; tuples become lists."""
+    if hasattr(obj, "_to_dict") and not isinstance(obj, type):
+        return obj._to_dict()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -253,6 +307,12 @@ def from_dict(cls: type, d: Any, where: str = "") -> Any:
         d = {}
     if not isinstance(d, Mapping):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
+    if hasattr(cls, "_from_dict"):  # a config with its own flat layout (ModelConfig)
+        return cls._from_dict(d, where)
+    return _from_fields(cls, d, where)
+
+
+def _from_fields(cls: type, d: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)

@@ -61,7 +61,7 @@ def test_yaml_style_scientific_strings_are_numbers():
     "cfg, key",
     [
         (ModelConfig(arch="mambo"), "model.arch"),
-        (ModelConfig(d_model=100), "model.d_model"),
+        (ModelConfig(arch="transformer", d_model=100), "model.d_model"),
         (TrainConfig(lr=0.0), "train.lr"),
         (TrainConfig(objective="mlm"), "train.objective"),
         (DataConfig(fold=5), "data.fold"),
@@ -75,7 +75,7 @@ def test_validation_names_the_key(cfg, key):
 
 def test_classification_trial_needs_a_task():
     with pytest.raises(ConfigError, match="^data.task:"):
-        TrialConfig().validate()
+        TrialConfig(model=ModelConfig(arch="hyena")).validate()
 
 
 def test_paper_recipe():

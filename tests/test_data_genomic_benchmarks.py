@@ -11,6 +11,7 @@ import torch
 
 from gdna.config import DataConfig
 from gdna.data import genomic_benchmarks as gb
+from gdna.data.tasks import collate_cls
 from gdna.data.tokenizer import PAD_ID
 from gdna.errors import DataError
 
@@ -102,7 +103,7 @@ def test_classification_datasets_shapes_subsampling_and_collate(data_root):
     assert n_classes == 3 and (len(train), len(val), len(test)) == (64, 40, 40)
     ids, mask, label = train[0]
     assert ids.dtype == torch.int64 and mask.dtype == torch.bool and len(ids) <= 300 and isinstance(label, int)
-    batch = gb.collate_cls([train[i] for i in range(8)])
+    batch = collate_cls([train[i] for i in range(8)])
     ids, mask, labels = batch
     assert ids.shape == mask.shape and ids.shape[0] == 8 and labels.shape == (8,)
     assert ids.shape[1] == max(len(train[i][0]) for i in range(8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdna.data.genomic_benchmarks import collate_cls
+from gdna.data.tasks import collate_cls
 from gdna.data.greatapes import greatapes_datasets, load_greatapes, split_blocks
 from gdna.data.tokenizer import decode
 from gdna.errors import DataError

@@ -10,8 +10,9 @@ import torch
 
 from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from gdna.data import greatapes
-from gdna.data.corpora import clm_datasets, task_clm_sequences
-from gdna.data.genomic_benchmarks import classification_datasets
+from gdna.data.corpora import clm_datasets
+from gdna.data.tasks import task_clm_sequences
+from gdna.data.tasks import classification_datasets
 from gdna.errors import ConfigError
 from gdna.sweep.spec import spec_from_dict
 from gdna.train.loop import run

@@ -14,7 +14,7 @@ ARCHS = ("transformer", "hyena", "mamba")
 def tiny(arch: str, **kw) -> ModelConfig:
     base = dict(arch=arch, d_model=32, n_heads=4, hyena_filter_dim=8, d_state=4, n_layers=2)
     base.update(kw)
-    return ModelConfig(**base)
+    return ModelConfig.for_arch(**base)
 
 
 def tokens(B: int, L: int, seed: int = 0) -> torch.Tensor:

@@ -65,7 +65,7 @@ def test_bad_configs_raise_config_error():
 
 
 def test_lm_head_is_tied_and_counted_once():
-    model = build_model(ModelConfig(arch="transformer", d_model=32, n_heads=4), "lm")
+    model = build_model(ModelConfig.for_arch("transformer", d_model=32, n_heads=4), "lm")
     assert model.head.proj.weight is model.backbone.embed.weight
     assert count_params(model) == count_params(model.backbone)
 
@@ -74,13 +74,13 @@ def test_lm_head_is_tied_and_counted_once():
 def test_pretrained_backbone_transfers_to_a_fresh_cls_model(arch):
     small = dict(arch=arch, d_model=32, n_heads=4, hyena_filter_dim=8, d_state=4)
     torch.manual_seed(0)
-    lm = build_model(ModelConfig(**small), "lm")
+    lm = build_model(ModelConfig.for_arch(**small), "lm")
     with torch.no_grad():  # make the "pretrained" weights differ from any fresh init
         for p in lm.backbone.parameters():
             p.add_(0.01 * torch.randn_like(p))
     exported = {k: v.clone() for k, v in lm.backbone.state_dict().items()}
     torch.manual_seed(1)
-    cls = build_model(ModelConfig(**small, n_classes=5), "cls")
+    cls = build_model(ModelConfig.for_arch(**small, n_classes=5), "cls")
     head_before = cls.head.proj.weight.clone()
     load_backbone(cls, exported)
     ids = torch.randint(6, 11, (2, 9))
@@ -90,7 +90,7 @@ def test_pretrained_backbone_transfers_to_a_fresh_cls_model(arch):
     # the full model's state_dict (keys prefixed "backbone.") is accepted too
     load_backbone(cls, {k: v for k, v in lm.state_dict().items() if k.startswith("backbone.")})
     # strict: another width or architecture is refused in one line
-    other = build_model(ModelConfig(**{**small, "d_model": 48}), "cls")
+    other = build_model(ModelConfig.for_arch(**{**small, "d_model": 48}), "cls")
     with pytest.raises(ConfigError, match="init_checkpoint: backbone does not match") as e:
         load_backbone(other, exported)
     assert "\n" not in str(e.value)

@@ -182,7 +182,9 @@ def test_searcher_spaces_build_without_ray(tmp_path, data_root):
     import ray
     from ray.tune.search.optuna import OptunaSearch
 
-    from gdna.sweep.run import Resolver, SweepRunner
+    from gdna.sweep import search
+    from gdna.sweep.run import SweepRunner
+    from gdna.sweep.trainable import Resolver
 
     for searcher, n in (("random", 3), ("optuna", 5)):
         ss = tmp_path / f"{searcher}.yaml"
@@ -192,7 +194,7 @@ def test_searcher_spaces_build_without_ray(tmp_path, data_root):
         spec = load_spec(_write(tmp_path, _with(search_space=str(ss))), data_root=str(data_root),
                          storage=str(tmp_path / "runs"))
         runner = SweepRunner(spec)
-        space = runner.finetune_space()
+        space = search.finetune_space(runner.plan)
         plan = runner.plan
         if searcher == "random":
             assert plan.n_finetune == len(plan.cells) * 2 * 3

@@ -10,7 +10,9 @@ import torch
 
 from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from gdna.train import checkpoint as C
-from gdna.train.loop import DONE_FILE, EXPORT_FILE, InjectedFailure, initial_model, run
+from fault_injection import InjectedFailure, run_failing
+from gdna.train.export import DONE_FILE, EXPORT_FILE
+from gdna.train.loop import initial_model, run
 from gdna.train.runtime import LocalRuntime
 from gdna.train.trainer import count_training_starts, read_events
 
@@ -28,7 +30,7 @@ def cls_trial(data_root, **train) -> TrialConfig:
     t = dict(objective="cls", lr=3e-3, batch_size=32, epochs=3, seed=0)
     t.update(train)
     return TrialConfig(
-        model=ModelConfig(arch="transformer", d_model=32, n_heads=4),
+        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
         data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100,
                         max_train_examples=160, max_eval_examples=96),
         train=TrainConfig(**t),
@@ -39,7 +41,7 @@ def clm_trial(data_root, export_dir=None, **train) -> TrialConfig:
     t = dict(objective="clm", lr=3e-3, batch_size=16, max_steps=60, eval_every=20, seed=0)
     t.update(train)
     return TrialConfig(
-        model=ModelConfig(arch="transformer", d_model=32, n_heads=4),
+        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
         data=DataConfig(data_root=str(data_root), corpus="genome", context_len=128, windows_per_epoch=160,
                         eval_windows=64),
         train=TrainConfig(**t),
@@ -94,7 +96,7 @@ def test_same_seed_same_metrics_different_seed_differs(cls_reference, tmp_path, 
     a = initial_model(cls_trial(data_root, seed=0)).state_dict()
     b = initial_model(cls_trial(data_root, seed=1)).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
-    from gdna.data.genomic_benchmarks import classification_datasets
+    from gdna.data.tasks import classification_datasets
 
     v0 = classification_datasets(cls_trial(data_root, seed=0).data, 0)[1]
     v1 = classification_datasets(cls_trial(data_root, seed=1).data, 1)[1]
@@ -109,8 +111,8 @@ def test_cls_kill_and_resume_is_bit_exact(cls_reference, tmp_path, data_root):
     cfg = {"trial": cls_trial(data_root).to_dict(), "fail_after": 1, "fail_marker": str(tmp_path / "marker")}
     d = tmp_path / "run"
     with pytest.raises(InjectedFailure):
-        run(cfg, LocalRuntime(d))
-    final = run(cfg, LocalRuntime(d))  # the marker disarms the hook: resumes from epoch 1
+        run_failing(cfg, LocalRuntime(d))
+    final = run_failing(cfg, LocalRuntime(d))  # the marker disarms the hook: resumes from epoch 1
     drop = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_train_s")}
     assert drop(final) == drop(ref_final)
     got, want = final_state(d), final_state(ref_dir)
@@ -211,9 +213,9 @@ def test_clm_resume_mid_epoch_is_bit_exact(tmp_path, data_root):
     ref_final = run({"trial": trial.to_dict()}, ref)
     cfg = {"trial": trial.to_dict(), "fail_after": 12, "fail_marker": str(tmp_path / "marker")}
     with pytest.raises(InjectedFailure):
-        run(cfg, LocalRuntime(tmp_path / "cut"))
+        run_failing(cfg, LocalRuntime(tmp_path / "cut"))
     assert final_state(tmp_path / "cut")["pos"] == 2  # step 12 = pass 1, 2 steps in
-    final = run(cfg, LocalRuntime(tmp_path / "cut"))
+    final = run_failing(cfg, LocalRuntime(tmp_path / "cut"))
     drop = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_train_s")}
     assert drop(final) == drop(ref_final)
     assert_same_tensors(final_state(tmp_path / "cut")["model"], final_state(tmp_path / "ref")["model"])

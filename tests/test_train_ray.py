@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fault_injection import failing_loop_per_worker
 from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
 from gdna.train import build_trainer, count_training_starts, read_events
 from gdna.train import checkpoint as C
@@ -31,7 +32,7 @@ def trial(data_root, **train) -> TrialConfig:
     t = dict(objective="cls", lr=3e-3, batch_size=32, epochs=4, seed=0)
     t.update(train)
     return TrialConfig(
-        model=ModelConfig(arch="transformer", d_model=32, n_heads=4),
+        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
         data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100,
                         max_train_examples=320, max_eval_examples=128),
         train=TrainConfig(**t),
@@ -47,11 +48,12 @@ def test_two_worker_ddp_learns_and_retries_from_checkpoint(ray_session, tmp_path
     t = trial(data_root)
     res = ResourcesConfig(workers_per_trial=2, cpus_per_worker=0.5, max_failures=1)
     # crash once after epoch 2: FailureConfig restarts the worker group from the epoch-2 checkpoint
-    trainer = build_trainer(t, res, "ddp", str(tmp_path), fail_after=2, fail_marker=str(tmp_path / "marker"))
+    trainer = build_trainer(t, res, "ddp", str(tmp_path), loop=failing_loop_per_worker, fail_after=2,
+                            fail_marker=str(tmp_path / "marker"))
     result = trainer.fit()
     m = result.metrics
     assert m["status"] == "finished" and m["final"] is True and m["epoch"] == 4
-    from gdna.data.genomic_benchmarks import classification_datasets
+    from gdna.data.tasks import classification_datasets
 
     val = classification_datasets(t.data, t.train.seed)[1]
     majority = np.bincount(val.labels).max() / len(val.labels)
@@ -74,10 +76,11 @@ def test_resume_by_name_after_crash_is_bit_exact_and_finished_run_rereports(ray_
     ref = run({"trial": t.to_dict()}, LocalRuntime(tmp_path / "ref"))
     marker = str(tmp_path / "marker")
     with pytest.raises(Exception, match="injected failure after epoch 1"):
-        build_trainer(t, res, "cut", str(tmp_path), fail_after=1, fail_marker=marker).fit()
+        build_trainer(t, res, "cut", str(tmp_path), loop=failing_loop_per_worker, fail_after=1, fail_marker=marker).fit()
     assert count_training_starts(str(tmp_path), "cut") == 1
     # a NEW trainer with the same name resumes from the run's latest checkpoint (epoch 1)
-    got = build_trainer(t, res, "cut", str(tmp_path), fail_after=1, fail_marker=marker).fit().metrics
+    got = build_trainer(t, res, "cut", str(tmp_path), loop=failing_loop_per_worker, fail_after=1,
+                        fail_marker=marker).fit().metrics
     drop = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_train_s")}
     assert drop(got) == drop(ref)
     a = latest_state(tmp_path / "cut")

@@ -36,7 +36,7 @@ def test_warmup_then_cosine_to_min_lr():
 def test_adamw_groups_no_decay_on_norms_biases_embeddings():
     from gdna.models.build import build_model
 
-    model = build_model(ModelConfig(arch="transformer", d_model=32, n_heads=4, n_classes=2), "cls")
+    model = build_model(ModelConfig.for_arch("transformer", d_model=32, n_heads=4, n_classes=2), "cls")
     cfg = TrainConfig(weight_decay=0.1)
     groups = param_groups(model, cfg.weight_decay)
     decay = {id(p) for p in groups[0]["params"]}

@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-from gdna.config import DataConfig, ResourcesConfig, TrainConfig, TrialConfig
+from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
 from gdna.train.trainer import CHECKPOINTS_TO_KEEP, HEALTH_CHECK_ENV, build_trainer, loop_config
 
 
 def _trial(tmp_path) -> TrialConfig:
-    return TrialConfig(data=DataConfig(data_root="rel/data", task="human_enhancers_cohn"),
+    return TrialConfig(model=ModelConfig(arch="transformer"), data=DataConfig(data_root="rel/data", task="human_enhancers_cohn"),
                        train=TrainConfig(objective="cls"), init_checkpoint="pre/backbone.pt", export_dir="exp")
 
 
@@ -33,14 +33,10 @@ def test_build_trainer_maps_resources_and_run_config(tmp_path, monkeypatch):
     assert cpu.scaling_config.resources_per_worker == {"CPU": 0.25} and cpu.scaling_config.use_gpu is False
 
 
-def test_fail_hook_from_env_or_arguments(tmp_path, monkeypatch):
-    monkeypatch.setenv("GDNA_TRAIN_FAIL_AFTER", "2:/tmp/marker")
-    c = loop_config(_trial(tmp_path), fail_after=None, fail_marker=None)
-    assert (c["fail_after"], c["fail_marker"]) == (2, "/tmp/marker")
-    c = loop_config(_trial(tmp_path), fail_after=5, fail_marker="/m")
-    assert (c["fail_after"], c["fail_marker"]) == (5, "/m")
-    monkeypatch.delenv("GDNA_TRAIN_FAIL_AFTER")
-    assert "fail_after" not in loop_config(_trial(tmp_path))
+def test_loop_config_carries_extra_keys_for_a_wrapped_loop(tmp_path):
+    c = loop_config(_trial(tmp_path), fail_after=5, fail_marker="/m", verbose=None)
+    assert (c["fail_after"], c["fail_marker"]) == (5, "/m") and "verbose" not in c
+    assert set(loop_config(_trial(tmp_path))) == {"trial"}
 
 
 def test_invalid_resources_are_config_errors(tmp_path):

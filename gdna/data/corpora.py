@@ -11,24 +11,30 @@ Which sequences each corpus uses (test sequences are NEVER read into a corpus):
   its val part. So a task_spt pretraining run with the same (seed, fold) as the fine-tuning it feeds never
   sees that fine-tuning's validation sequences (model selection stays unbiased).
 - domain: the same rule applied to every task in `domain_tasks`, concatenated.
-  The `greatapes` task's part is every species' whole blocks of the fine-tuning block split's train
-  (val) part (gdna.data.greatapes.clm_sequences), never a test block.
+  Each task's part comes from its task kind (gdna.data.tasks.task_clm_sequences; e.g. great apes give
+  every species' whole blocks of the fine-tuning block split's train (val) part), never a test sequence.
+The three corpora are registered here (gdna.registry.CORPORA); a strategy names the corpus it uses.
 Sequences longer than L+1 tokens are cut into consecutive L+1 chunks; the last chunk is right padded
 (chunks of a single token, which have no target, are dropped).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import GREATAPES_TASK, DataConfig
+from gdna.config import DataConfig
 from gdna.errors import ConfigError, DataError
 from gdna.data.genome import GenomeWindows
-from gdna.data.genomic_benchmarks import STREAM_SUB_TRAIN, STREAM_SUB_VAL, load_task, pack_tokens, split_train_val, subsample
+from gdna.data.genomic_benchmarks import pack_tokens
+from gdna.data.splits import STREAM_SUB_TRAIN, STREAM_SUB_VAL, subsample
+from gdna.data.tasks import task_clm_sequences
 from gdna.data.tokenizer import PAD_ID
+from gdna.fingerprint import files_fingerprint
+from gdna.registry import CORPORA, Corpus, task_kind
 
 IGNORE_INDEX = -100
 
@@ -99,36 +105,18 @@ def chunk_windows(seqs: Sequence[bytes], window: int) -> np.ndarray:
     return out[size >= 2]  # a chunk of a single token has no target
 
 
-def task_clm_sequences(data_cfg: DataConfig, task_name: str, seed: int) -> tuple[list[bytes], list[bytes]]:
-    """(train part, val part) of one task's TRAIN split, by the fine-tuning fold split; never test."""
-    if task_name == GREATAPES_TASK:  # the species' whole train / val blocks (gdna.data.greatapes)
-        from gdna.data import greatapes
-
-        return greatapes.clm_sequences(data_cfg, seed)
-    task = load_task(data_cfg.root(), task_name)
-    tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
-    return [task.train.seqs[i] for i in tr], [task.train.seqs[i] for i in va]
-
-
-def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
-    """(train_ds, val_ds) of ids (L+1,) windows for data_cfg.corpus (see the module docstring)."""
-    data_cfg.validate()
+def genome_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """Windows of the BED's train intervals (redrawn per epoch) and fixed windows of its valid intervals."""
     L = data_cfg.context_len
-    if data_cfg.corpus == "genome":
-        fasta, bed = data_cfg.path(data_cfg.genome_fasta), data_cfg.path(data_cfg.genome_bed)
-        train = GenomeEpochDataset(GenomeWindows(fasta, bed, "train", L, seed), data_cfg.windows_per_epoch)
-        val = GenomeWindows(fasta, bed, "valid", L, seed).fixed_windows(data_cfg.eval_windows)
-        return train, WindowDataset(val)
-    if data_cfg.corpus == "task":
-        if not data_cfg.task:
-            raise ConfigError("data.task: the task corpus needs a Genomic Benchmarks task")
-        names: tuple[str, ...] = (data_cfg.task,)
-    elif data_cfg.corpus == "domain":
-        if not data_cfg.domain_tasks:
-            raise ConfigError("data.domain_tasks: the domain corpus needs at least one task")
-        names = tuple(data_cfg.domain_tasks)
-    else:
-        raise ConfigError(f"data.corpus: unknown corpus {data_cfg.corpus!r} (choose from genome, task, domain)")
+    fasta, bed = data_cfg.path(data_cfg.genome_fasta), data_cfg.path(data_cfg.genome_bed)
+    train = GenomeEpochDataset(GenomeWindows(fasta, bed, "train", L, seed), data_cfg.windows_per_epoch)
+    val = GenomeWindows(fasta, bed, "valid", L, seed).fixed_windows(data_cfg.eval_windows)
+    return train, WindowDataset(val)
+
+
+def task_windows(data_cfg: DataConfig, names: Sequence[str], seed: int) -> tuple[Dataset, Dataset]:
+    """The train (val) parts of the named tasks' train splits, cut into L+1 windows, seeded subsamples."""
+    L = data_cfg.context_len
     train_seqs: list[bytes] = []
     val_seqs: list[bytes] = []
     for name in names:
@@ -141,3 +129,41 @@ def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     if not len(train_w) or not len(val_w):
         raise DataError(f"{data_cfg.root()}: the {data_cfg.corpus} corpus is empty")
     return WindowDataset(train_w), WindowDataset(val_w)
+
+
+def _one_task(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    if not data_cfg.task:
+        raise ConfigError("data.task: the task corpus needs a task")
+    return task_windows(data_cfg, (data_cfg.task,), seed)
+
+
+def _all_tasks(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    if not data_cfg.domain_tasks:
+        raise ConfigError("data.domain_tasks: the domain corpus needs at least one task")
+    return task_windows(data_cfg, tuple(data_cfg.domain_tasks), seed)
+
+
+def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """(train_ds, val_ds) of ids (L+1,) windows for data_cfg.corpus (see the module docstring)."""
+    data_cfg.validate()
+    return CORPORA.get(data_cfg.corpus, "data.corpus").datasets(data_cfg, seed)
+
+
+def corpus_fingerprint(data_cfg: DataConfig) -> str:
+    """Fingerprint of every file the corpus of `data_cfg` reads (the same data elsewhere: the same value)."""
+    return files_fingerprint(CORPORA.get(data_cfg.corpus, "data.corpus").files(data_cfg), data_cfg.root())
+
+
+def _task_files(data_cfg: DataConfig, names: Sequence[str]) -> list[Path]:
+    return [p for t in names if t for p in task_kind(t).files(data_cfg.root(), t)]
+
+
+CORPORA.register(Corpus(
+    name="genome", reads="none", datasets=genome_datasets,
+    files=lambda d: [d.path(d.genome_fasta), d.path(d.genome_bed)],
+    describe="the genome's BED train windows", needs=("genome_fasta", "genome_bed"),
+))
+CORPORA.register(Corpus(name="task", reads="task", datasets=_one_task,
+                        files=lambda d: _task_files(d, (d.task,)), describe="each task's train split"))
+CORPORA.register(Corpus(name="domain", reads="all_tasks", datasets=_all_tasks,
+                        files=lambda d: _task_files(d, d.domain_tasks), describe="all tasks' train splits"))

@@ -1,4 +1,4 @@
-"""Genomic Benchmarks tasks: the official on-disk layout, seeded train/val folds, torch Datasets.
+"""Genomic Benchmarks tasks (the fallback task kind: any task name that is a folder of this layout).
 
 Layout: `<root>/genomic_benchmarks/<task>/{train,test}/<class>/<id>.txt`, one bare sequence per file.
 Class ids come from the sorted class-folder names (identical in train and test), files are read in
@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import GREATAPES_TASK, DataConfig
+from gdna.config import DataConfig
 from gdna.errors import ConfigError, DataError
-from gdna.data.tokenizer import BYTE_TO_ID, INVALID, PAD_ID
+from gdna.data.splits import STREAM_SUB_TEST, STREAM_SUB_TRAIN, STREAM_SUB_VAL, split_train_val, subsample
+from gdna.data.tokenizer import BYTE_TO_ID, INVALID
+from gdna.registry import TASK_KINDS, TaskKind
 
 GB_DIR = "genomic_benchmarks"
 SPLITS = ("train", "test")
@@ -33,8 +35,6 @@ ALL_TASKS = (
     "human_nontata_promoters",
     "human_ocr_ensembl",
 )
-# independent random streams (np.random.SeedSequence entropy) so no two uses share draws
-STREAM_SPLIT, STREAM_SUB_TRAIN, STREAM_SUB_VAL, STREAM_SUB_TEST = 0x5B11, 0x5B12, 0x5B13, 0x5B14
 
 
 @dataclass(frozen=True)
@@ -166,66 +166,6 @@ def _check_alphabet(seqs: Sequence[bytes], files: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Splits and subsampling
-
-
-def split_train_val(
-    n_or_labels: int | Sequence[int] | np.ndarray,
-    seed: int,
-    n_folds: int = 5,
-    fold: int = 0,
-    val_fraction: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/val split of range(n) → (train_idx, val_idx), both sorted int64.
-
-    n_folds > 1: a seeded permutation is cut into n_folds near-equal parts and part `fold` is the val set
-    (over all folds the val sets partition range(n)). n_folds == 1: the first round(n * val_fraction) of
-    the permutation. Given labels (an array), the split is stratified: each class is split on its own.
-    """
-    if isinstance(n_or_labels, (int, np.integer)):
-        n = int(n_or_labels)
-        groups = [np.arange(n)]
-    else:
-        labels = np.asarray(n_or_labels)
-        n = len(labels)
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    if n_folds < 1:
-        raise ConfigError(f"data.n_folds: must be ≥ 1, got {n_folds}")
-    if not 0 <= fold < n_folds:
-        raise ConfigError(f"data.fold: {fold} is outside 0..{n_folds - 1}")
-    if n_folds == 1 and not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction: must be in (0, 1), got {val_fraction}")
-    if n < max(n_folds, 2):
-        raise DataError(f"cannot split {n} examples into train and val ({n_folds} folds)")
-    rng = np.random.default_rng([int(seed), STREAM_SPLIT])
-    val_parts = []
-    for idx in groups:
-        perm = rng.permutation(idx)
-        if n_folds > 1:
-            val_parts.append(np.array_split(perm, n_folds)[fold])
-        else:
-            val_parts.append(perm[: int(round(len(perm) * val_fraction))])
-    val = np.sort(np.concatenate(val_parts)).astype(np.int64)
-    is_val = np.zeros(n, dtype=bool)
-    is_val[val] = True
-    train = np.flatnonzero(~is_val).astype(np.int64)
-    if not len(val) or not len(train):
-        raise DataError(f"split of {n} examples left an empty train or val set (n_folds={n_folds})")
-    return train, val
-
-
-def subsample(idx: np.ndarray, k: int | None, seed: int, stream: int) -> np.ndarray:
-    """At most k of `idx`, drawn without replacement from (seed, stream); order kept (sorted input stays sorted)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    if k is None or k >= len(idx):
-        return idx
-    if k <= 0:
-        raise ConfigError(f"data.max_*_examples: must be > 0, got {k}")
-    rng = np.random.default_rng([int(seed), int(stream)])
-    return idx[np.sort(rng.choice(len(idx), size=k, replace=False))]
-
-
-# ---------------------------------------------------------------------------------------------
 # Torch datasets for fine-tuning (plain sequence tokens, right padded per batch)
 
 
@@ -259,18 +199,6 @@ class ClassificationDataset(Dataset):
         return ids, torch.ones(len(ids), dtype=torch.bool), int(self.labels[i])
 
 
-def collate_cls(batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest item → ids (B,L) int64 (PAD=0), mask (B,L) bool, labels (B,) int64."""
-    L = max(len(item[0]) for item in batch)
-    ids = torch.full((len(batch), L), PAD_ID, dtype=torch.int64)
-    mask = torch.zeros((len(batch), L), dtype=torch.bool)
-    for row, (x, _, _) in enumerate(batch):
-        ids[row, : len(x)] = x
-        mask[row, : len(x)] = True
-    labels = torch.tensor([item[2] for item in batch], dtype=torch.int64)
-    return ids, mask, labels
-
-
 def task_split_indices(task: Task, data_cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx) into task.train: the stratified fold split, then seeded subsampling."""
     tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
@@ -284,13 +212,6 @@ def classification_datasets(
     data_cfg: DataConfig, seed: int
 ) -> tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset, int]:
     """(train_ds, val_ds, test_ds, n_classes) for data_cfg.task; val is fold `fold` of the task's train split."""
-    data_cfg.validate()
-    if not data_cfg.task:
-        raise ConfigError("data.task: a classification trial needs a Genomic Benchmarks task (or greatapes)")
-    if data_cfg.task == GREATAPES_TASK:  # species classification (gdna.data.greatapes), not a benchmark folder
-        from gdna.data import greatapes
-
-        return greatapes.classification_datasets(data_cfg, seed)
     task = load_task(data_cfg.root(), data_cfg.task)
     max_len = data_cfg.max_len or task.max_len
     tr, va = task_split_indices(task, data_cfg, seed)
@@ -300,3 +221,38 @@ def classification_datasets(
         return ClassificationDataset([split.seqs[i] for i in idx], split.labels[idx], max_len)
 
     return make(task.train, tr), make(task.train, va), make(task.test, te), task.n_classes
+
+
+def task_clm_sequences(data_cfg: DataConfig, task_name: str, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """(train part, val part) of one task's TRAIN split, by the fine-tuning fold split; never test."""
+    task = load_task(data_cfg.root(), task_name)
+    tr, va = split_train_val(task.train.labels, seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
+    return [task.train.seqs[i] for i in tr], [task.train.seqs[i] for i in va]
+
+
+def task_files(root: Path, task: str) -> list[Path]:
+    """Every sequence file of the task (train and test), for the data fingerprint."""
+    out = []
+    for split in SPLITS:
+        for dirpath, _, names in os.walk(task_dir(root, task) / split):
+            out += [Path(dirpath) / n for n in names if n.endswith(".txt")]
+    return out
+
+
+def _classes(root: Path, task: str) -> list[str]:
+    d = task_dir(root, task) / "train"
+    return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith(".")) if d.is_dir() else []
+
+
+def _check(root: Path, task: str) -> str | None:
+    if (task_dir(root, task) / "train").is_dir():
+        return None
+    have = ", ".join(list_tasks(root)) or "none"
+    return f"unknown task {task!r}: no {task_dir(root, task) / 'train'} (available: {have})"
+
+
+TASK_KINDS.register(TaskKind(
+    name="genomic_benchmarks", serves=lambda task: bool(task) and "/" not in task, classes=_classes, check=_check,
+    files=task_files, datasets=classification_datasets, corpus=task_clm_sequences, fallback=True,
+    describe="<data_root>/genomic_benchmarks/<task>/{train,test}/<class>/<id>.txt",
+))

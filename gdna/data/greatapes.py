@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gdna.config import GREATAPES_TASK, DataConfig, greatapes_fastas
+from gdna.config import DataConfig
 from gdna.errors import ConfigError, DataError
 from gdna.data.genome import GENOME_LUT, FastaReader
-from gdna.data.genomic_benchmarks import STREAM_SUB_TEST, STREAM_SUB_TRAIN, STREAM_SUB_VAL, split_train_val, subsample
+from gdna.data.splits import STREAM_SUB_TEST, STREAM_SUB_TRAIN, STREAM_SUB_VAL, split_train_val, subsample
 from gdna.data.tokenizer import BASE_IDS, INVALID
+from gdna.registry import TASK_KINDS, TaskKind
+
+TASK = "greatapes"  # the task name; its data is <data_root>/greatapes/<species>.fa
 
 # raw FASTA byte → the upper-case base its token stands for (soft-masked lower case folded, IUPAC → N;
 # anything else → "?", which the tokenizer then rejects naming the corpus)
@@ -31,9 +34,15 @@ for _base, _id in BASE_IDS.items():
     _ID_TO_BASE[_id] = ord(_base)
 _NORMALISE = _ID_TO_BASE[GENOME_LUT]
 
-APES_DIR = GREATAPES_TASK  # <data_root>/greatapes/<species>.fa
+APES_DIR = TASK  # <data_root>/greatapes/<species>.fa
 TEST_FRACTION = 0.1
 STREAM_TEST_BLOCKS, STREAM_SEGMENTS = 0x4A01, 0x4A03  # (0x4A02 drew val blocks before they became folds)
+
+
+def greatapes_fastas(data_root: str | os.PathLike) -> list[Path]:
+    """The species FASTAs, <data_root>/greatapes/*.fa, sorted (species i = label i); [] if none."""
+    folder = Path(data_root) / APES_DIR
+    return sorted(folder.glob("*.fa")) if folder.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,7 @@ def classification_datasets(data_cfg: DataConfig, seed: int) -> tuple[SegmentDat
     return train, val, test, n
 
 
-def clm_sequences(data_cfg: DataConfig, seed: int) -> tuple[list[bytes], list[bytes]]:
+def clm_sequences(data_cfg: DataConfig, task: str, seed: int) -> tuple[list[bytes], list[bytes]]:
     """(train part, val part) for self-pretraining on `greatapes`: every species' whole train (val) blocks,
     by the fine-tuning block split of (seed, fold); never a test block. Upper case, IUPAC codes as N."""
     apes = load_greatapes(data_cfg.root())
@@ -169,3 +178,19 @@ def clm_sequences(data_cfg: DataConfig, seed: int) -> tuple[list[bytes], list[by
                 for s, r in enumerate(apes.readers) for b in blocks]
 
     return read(tr), read(va)
+
+
+def _check(root: Path, task: str) -> str | None:
+    if len(greatapes_fastas(root)) >= 2:
+        return None
+    return f"{task} needs at least 2 species FASTA files (*.fa) in {Path(root) / APES_DIR}"
+
+
+TASK_KINDS.register(TaskKind(
+    name=TASK, serves=lambda task: task == TASK,
+    classes=lambda root, task: [f.stem for f in greatapes_fastas(root)],
+    check=_check,
+    files=lambda root, task: [p for f in greatapes_fastas(root) for p in (f, f.with_name(f.name + ".fai")) if p.is_file()],
+    datasets=classification_datasets, corpus=clm_sequences,
+    describe="species classification: <data_root>/greatapes/<species>.fa, aligned blocks split by block",
+))

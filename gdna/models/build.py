@@ -5,16 +5,15 @@ parameter that pretraining exports. The LM head is tied to the embedding (0 extr
 classification head adds D·n_classes + n_classes (≈ 0.03% at 1.6M). Counting the backbone makes the width
 independent of the head and of n_classes, so a pretrained backbone always fits the fine-tuning model.
 
-Width search: d_model over multiples of 8 (transformer: of lcm(8, 2·n_heads), so heads divide it and
-head_dim is even for RoPE) with the default inner width (MLP hidden 8/3·D for SwiGLU, 4·D for GELU;
-Mamba d_inner = expand·D); the closest width is kept, then the inner width (MLP hidden / d_inner, a
-multiple of 8) is adjusted to land as close to the budget as possible (always within ±3%).
+Width search: d_model over multiples of the architecture's `width_step` with its `default_inner` width
+(both registered with the architecture, gdna.registry); the closest width is kept, then the inner width
+(MLP hidden / d_inner, a multiple of 8) is adjusted to land as close to the budget as possible (always
+within ±3%). Nothing here names an architecture: a new one is a file in gdna/models/ and its registry entry.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -24,10 +23,7 @@ import torch.nn as nn
 from gdna.config import ModelConfig
 from gdna.errors import ConfigError
 from gdna.models.heads import ClassificationHead, LMHead
-from gdna.models.hyena import hyena_backbone
-from gdna.models.layers import default_hidden
-from gdna.models.mamba import mamba_backbone
-from gdna.models.transformer import transformer_backbone
+from gdna.registry import ARCHITECTURES
 
 HEADS = ("lm", "cls")
 BUDGET_TOLERANCE = 0.03
@@ -42,24 +38,16 @@ class Dims:
 
 
 def make_backbone(cfg: ModelConfig, dims: Dims) -> nn.Module:
-    if cfg.arch == "transformer":
-        return transformer_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, cfg.n_heads, dims.d_inner,
-                                    cfg.mlp, cfg.dropout)
-    if cfg.arch == "hyena":
-        return hyena_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.mlp, cfg.hyena_order,
-                              cfg.hyena_filter_dim, cfg.hyena_short_conv, cfg.dropout)
-    if cfg.arch == "mamba":
-        return mamba_backbone(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.d_state, cfg.d_conv,
-                              cfg.dropout)
-    raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r} (choose from transformer, hyena, mamba)")
+    arch = ARCHITECTURES.get(cfg.arch, "model.arch")
+    return arch.build(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.settings, cfg.dropout)
 
 
 def default_inner(cfg: ModelConfig, d_model: int) -> int:
-    return cfg.expand * d_model if cfg.arch == "mamba" else default_hidden(d_model, cfg.mlp)
+    return ARCHITECTURES.get(cfg.arch, "model.arch").default_inner(cfg.settings, d_model)
 
 
 def width_step(cfg: ModelConfig) -> int:
-    return math.lcm(8, 2 * cfg.n_heads) if cfg.arch == "transformer" else 8
+    return ARCHITECTURES.get(cfg.arch, "model.arch").width_step(cfg.settings)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -101,8 +89,6 @@ def resolve_dims(cfg: ModelConfig) -> Dims:
     """The widths build_model uses: cfg.d_model with the default inner width if set, else the budget solver's."""
     cfg = cfg.validate()
     if cfg.d_model is not None:
-        if cfg.arch == "transformer" and (cfg.d_model // cfg.n_heads) % 2:
-            raise ConfigError(f"model.d_model: head_dim {cfg.d_model // cfg.n_heads} must be even for rotary embeddings")
         return Dims(cfg.d_model, default_inner(cfg, cfg.d_model))
     # only the fields that shape the backbone matter for the solve (cache key)
     key = dataclasses.replace(cfg, dropout=0.0, pooling="mean", n_classes=2)
@@ -112,7 +98,7 @@ def resolve_dims(cfg: ModelConfig) -> Dims:
 def solve_width(arch: str, n_layers: int, budget: int, **cfg: Any) -> int:
     """d_model whose backbone (embedding + blocks + final norm) lands within ±3% of `budget` parameters.
     Extra keyword arguments are ModelConfig fields (n_heads, mlp, expand, d_state, ...)."""
-    mc = ModelConfig(arch=arch, n_layers=n_layers, param_budget=budget, **cfg)
+    mc = ModelConfig.for_arch(arch, {"n_layers": n_layers, "param_budget": budget, **cfg})
     return resolve_dims(dataclasses.replace(mc, d_model=None)).d_model
 
 
@@ -125,9 +111,7 @@ def describe(cfg: ModelConfig) -> str:
     """One line: the resolved widths and the exact backbone parameter count against the budget."""
     dims = resolve_dims(cfg)
     n = count_backbone_params(dataclasses.replace(cfg, dropout=0.0), dims)
-    inner = {"mamba": f"d_inner={dims.d_inner} d_state={cfg.d_state}",
-             "transformer": f"heads={cfg.n_heads} {cfg.mlp} hidden={dims.d_inner}",
-             "hyena": f"order={cfg.hyena_order} filter_dim={cfg.hyena_filter_dim} {cfg.mlp} hidden={dims.d_inner}"}[cfg.arch]
+    inner = ARCHITECTURES.get(cfg.arch, "model.arch").describe(cfg.settings, dims)
     target = (f"budget {cfg.param_budget:,}, {100 * (n - cfg.param_budget) / cfg.param_budget:+.2f}%"
               if cfg.d_model is None else "explicit d_model")
     return (f"{cfg.arch}: n_layers={cfg.n_layers} d_model={dims.d_model} {inner} → {n:,} backbone params "

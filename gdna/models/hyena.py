@@ -30,13 +30,22 @@ Off CPU there is one chunk and one group (the GPU prefers the big kernels).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from gdna.models import kernels
-from gdna.models.layers import MLP, RMSNorm
-from gdna.models.layers import Backbone
+from gdna.models.layers import MLP, MLP_KINDS, Backbone, RMSNorm, default_hidden
+from gdna.registry import ARCHITECTURES, Architecture
+
+
+@dataclass(frozen=True)
+class HyenaSettings:
+    mlp: str = "swiglu"  # swiglu | gelu
+    hyena_order: int = 2
+    hyena_filter_dim: int = 64  # width of the implicit filter MLP
+    hyena_short_conv: int = 3
 
 FILTER_REF_LEN = 1024  # lag t is fed to the filter MLP as t / FILTER_REF_LEN (fixed: length-independent filters)
 FILTER_EMB_DIM = 5  # positional features: t, and cos/sin of 2 frequency bands
@@ -246,3 +255,22 @@ def hyena_backbone(vocab_size: int, d_model: int, n_layers: int, d_hidden: int, 
                    order: int = 2, filter_dim: int = 64, short_conv: int = 3, dropout: float = 0.0) -> Backbone:
     blocks = [HyenaBlock(d_model, d_hidden, mlp, order, filter_dim, short_conv, dropout) for _ in range(n_layers)]
     return Backbone(vocab_size, d_model, blocks, dropout, n_layers)
+
+
+def _check(s: HyenaSettings, d_model: int | None) -> str | None:
+    if s.mlp not in MLP_KINDS:
+        return f"model.mlp: unknown mlp {s.mlp!r} (choose from {', '.join(MLP_KINDS)})"
+    for k in ("hyena_order", "hyena_filter_dim", "hyena_short_conv"):
+        if getattr(s, k) < 1:
+            return f"model.{k}: must be ≥ 1, got {getattr(s, k)}"
+    return None
+
+
+ARCHITECTURES.register(Architecture(
+    name="hyena", settings=HyenaSettings,
+    build=lambda vocab, d, n_layers, inner, s, dropout: hyena_backbone(
+        vocab, d, n_layers, inner, s.mlp, s.hyena_order, s.hyena_filter_dim, s.hyena_short_conv, dropout),
+    default_inner=lambda s, d: default_hidden(d, s.mlp),
+    check=_check,
+    describe=lambda s, dims: f"order={s.hyena_order} filter_dim={s.hyena_filter_dim} {s.mlp} hidden={dims.d_inner}",
+))

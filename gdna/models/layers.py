@@ -22,6 +22,9 @@ class RMSNorm(nn.Module):
         return (xf * self.weight.float()).to(x.dtype)
 
 
+MLP_KINDS = ("swiglu", "gelu")
+
+
 def default_hidden(d_model: int, mlp: str) -> int:
     """MLP hidden width: 8/3·d for SwiGLU (three matrices), 4·d for GELU (two), rounded up to a multiple of 8."""
     h = 8 * d_model / 3 if mlp == "swiglu" else 4 * d_model
@@ -33,8 +36,8 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, kind: str = "swiglu", dropout: float = 0.0):
         super().__init__()
-        if kind not in ("swiglu", "gelu"):
-            raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {kind!r}")
+        if kind not in MLP_KINDS:
+            raise ValueError(f"mlp must be one of {MLP_KINDS}, got {kind!r}")
         self.kind = kind
         self.w1 = nn.Linear(d_model, hidden, bias=False)
         self.w3 = nn.Linear(d_model, hidden, bias=False) if kind == "swiglu" else None

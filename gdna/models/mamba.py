@@ -11,13 +11,21 @@ pure-PyTorch chunked scan and F.conv1d.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from gdna.models import kernels
-from gdna.models.layers import RMSNorm
-from gdna.models.layers import Backbone
+from gdna.models.layers import Backbone, RMSNorm
+from gdna.registry import ARCHITECTURES, Architecture
+
+
+@dataclass(frozen=True)
+class MambaSettings:
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2  # d_inner = expand · d_model before the budget solver adjusts it
 
 
 class MambaMixer(nn.Module):
@@ -83,3 +91,20 @@ def mamba_backbone(vocab_size: int, d_model: int, n_layers: int, d_inner: int, d
                    d_conv: int = 4, dropout: float = 0.0) -> Backbone:
     blocks = [MambaBlock(d_model, d_inner, d_state, d_conv, dropout) for _ in range(n_layers)]
     return Backbone(vocab_size, d_model, blocks, dropout, n_layers)
+
+
+def _check(s: MambaSettings, d_model: int | None) -> str | None:
+    for k in ("d_state", "d_conv", "expand"):
+        if getattr(s, k) < 1:
+            return f"model.{k}: must be ≥ 1, got {getattr(s, k)}"
+    return None
+
+
+ARCHITECTURES.register(Architecture(
+    name="mamba", settings=MambaSettings,
+    build=lambda vocab, d, n_layers, inner, s, dropout: mamba_backbone(vocab, d, n_layers, inner, s.d_state,
+                                                                       s.d_conv, dropout),
+    default_inner=lambda s, d: s.expand * d,
+    check=_check,
+    describe=lambda s, dims: f"d_inner={dims.d_inner} d_state={s.d_state}",
+))

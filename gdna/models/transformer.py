@@ -6,11 +6,21 @@ no attention mask beyond the causal one is needed (so SDPA / flash-attn take the
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from gdna.models import kernels
-from gdna.models.layers import MLP, Backbone, RMSNorm
+from gdna.models.layers import MLP, MLP_KINDS, Backbone, RMSNorm, default_hidden
+from gdna.registry import ARCHITECTURES, Architecture
+
+
+@dataclass(frozen=True)
+class TransformerSettings:
+    n_heads: int = 8
+    mlp: str = "swiglu"  # swiglu | gelu
 
 
 class Rotary(nn.Module):
@@ -81,3 +91,27 @@ def transformer_backbone(vocab_size: int, d_model: int, n_layers: int, n_heads: 
         raise ValueError(f"transformer d_model={d_model} needs d_model % n_heads == 0 and an even head_dim")
     blocks = [TransformerBlock(d_model, n_heads, d_hidden, mlp, dropout) for _ in range(n_layers)]
     return Backbone(vocab_size, d_model, blocks, dropout, n_layers)
+
+
+def _check(s: TransformerSettings, d_model: int | None) -> str | None:
+    if s.n_heads < 1:
+        return f"model.n_heads: must be ≥ 1, got {s.n_heads}"
+    if s.mlp not in MLP_KINDS:
+        return f"model.mlp: unknown mlp {s.mlp!r} (choose from {', '.join(MLP_KINDS)})"
+    if d_model is not None and d_model % s.n_heads:
+        return f"model.d_model: {d_model} is not divisible by n_heads={s.n_heads}"
+    if d_model is not None and (d_model // s.n_heads) % 2:
+        return f"model.d_model: head_dim {d_model // s.n_heads} must be even for rotary embeddings"
+    return None
+
+
+ARCHITECTURES.register(Architecture(
+    name="transformer", settings=TransformerSettings,
+    build=lambda vocab, d, n_layers, inner, s, dropout: transformer_backbone(vocab, d, n_layers, s.n_heads, inner,
+                                                                             s.mlp, dropout),
+    default_inner=lambda s, d: default_hidden(d, s.mlp),
+    width_step=lambda s: math.lcm(8, 2 * s.n_heads),  # heads divide d_model and head_dim is even (RoPE)
+    check=_check,
+    describe=lambda s, dims: f"heads={s.n_heads} {s.mlp} hidden={dims.d_inner}",
+    quadratic_in_length=True,
+))

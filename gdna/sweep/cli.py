@@ -92,7 +92,7 @@ def sweep_status(name: str, storage: str) -> dict:
         stages = {}
     tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), d))
     counts = tracker.stage_counts()
-    from gdna.sweep.run import _alive_driver
+    from gdna.sweep.state import alive_driver as _alive_driver
 
     alive = _alive_driver(d) is not None
     planned = {"pretrain": len(plan.pretrain), "finetune": plan.n_finetune}

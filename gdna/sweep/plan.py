@@ -6,31 +6,25 @@
     finetune  (arch × strategy × task × seed × fold cells × search-space points)
               init_checkpoint = the group's chosen backbone.pt; `scratch` cells need no pretraining
 
-Groups: hg38 → (arch, genome); task_spt → (arch, task) for each task; domain_spt → (arch, all tasks).
-A trial's key (its MLflow `gdna.trial_key`, its Ray Train run name) is a content hash of its resolved
-config, with data_root left out and the pretrained checkpoint named by its pretraining key (not its path).
+Groups follow the strategy's corpus (gdna.registry): a corpus that reads nothing task-specific (the
+genome) → (arch, corpus); one that reads each task → (arch, task) per task; one over all tasks → (arch,
+all tasks). A trial's key (its MLflow `gdna.trial_key`, its Ray Train run name, its resume check) is
+`TrialConfig.identity()`: the resolved config without locations, the pretrained checkpoint named by its
+pretraining key, and the fingerprint of the data it reads (computed here, once per task / corpus).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from gdna.config import (
-    CORPUS_OF_STRATEGY,
-    GREATAPES_TASK,
-    TrainConfig,
-    TrialConfig,
-    config_hash,
-    finetune_recipe,
-    from_dict,
-    greatapes_fastas,
-)
+from gdna.config import TrainConfig, TrialConfig, finetune_recipe
 from gdna.errors import ConfigError
+from gdna.registry import corpus_of
+from gdna.train.export import export_file, is_exported, read_export_metrics
 from gdna.sweep.spec import SweepSpec
 
 STAGES = ("pretrain", "finetune")
@@ -52,7 +46,7 @@ class PretrainJob:
 
     @property
     def done(self) -> bool:
-        return (self.export_dir / "done.json").is_file()
+        return is_exported(self.export_dir)
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -87,6 +81,12 @@ class Plan:
     groups: dict[str, list[PretrainJob]] = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)  # grid points over the search-space axes
+    fingerprints: dict[str, str] = field(default_factory=dict)  # task → data fingerprint ("" if not here)
+
+    def task_fingerprint(self, task: str) -> str:
+        if task not in self.fingerprints:
+            self.fingerprints[task] = _fingerprint(lambda: _task_fingerprint(self.spec, task))
+        return self.fingerprints[task]
 
     # -------------------------------------------------------------------------------------
     @property
@@ -103,23 +103,23 @@ class Plan:
 
         `selected` maps group → chosen pretraining key (None: not chosen yet → placeholder)."""
         spec = self.spec
-        model = dataclasses.replace(spec.base_model(), arch=cell.arch, n_classes=n_classes(spec, cell.task))
-        data = spec.base_data(task=cell.task, fold=cell.fold)
-        train = finetune_recipe(cell.strategy, **{**_train_overrides(spec.train), "seed": cell.seed})
+        model = dataclasses.replace(spec.overrides.models[cell.arch], n_classes=n_classes(spec, cell.task))
+        data = spec.base_data(task=cell.task, fold=cell.fold, fingerprint=self.task_fingerprint(cell.task))
+        train = finetune_recipe(cell.strategy, **{**spec.overrides.train, "seed": cell.seed})
         d = TrialConfig(model=model, data=data, train=train).to_dict()
         for k, v in axes.items():
             section, name = k.split(".")
-            d[section][name] = v
-        pre_key = None
+            if section != "model" or name in d["model"]:  # another architecture's model key: not this trial's
+                d[section][name] = v
         if cell.group is not None:
             pre_key = (selected or {}).get(cell.group)
-            if pre_key is None:
-                pre_key = f"<best of {cell.group}>"
-                d["init_checkpoint"] = pre_key
+            if pre_key is None:  # not chosen yet (--plan): a placeholder
+                d["init_from"] = d["init_checkpoint"] = f"<best of {cell.group}>"
             else:
-                d["init_checkpoint"] = str(spec.pretrain_dir() / pre_key / "backbone.pt")
+                d["init_from"] = pre_key
+                d["init_checkpoint"] = str(export_file(spec.pretrain_dir() / pre_key))
         trial = TrialConfig.from_dict(d).validate()
-        return trial, trial_key(trial, pre_key)
+        return trial, trial.identity()
 
     def cell_meta(self, cell: Cell, axes: Mapping[str, Any]) -> dict[str, Any]:
         return {"stage": "finetune", "arch": cell.arch, "strategy": cell.strategy, "task": cell.task,
@@ -152,8 +152,8 @@ class Plan:
                 c[1] += len(jobs)
                 c[2] += sum(j.done for j in jobs)
             for strat, (ng, nj, nd) in per.items():
-                corpus = {"hg38": "genome", "task_spt": "each task's train split", "domain_spt": "all tasks' train splits"}[strat]
-                by = f"arch × {corpus}" + (" × context" if pre.per_context else "")
+                corpus = corpus_of(strat)
+                by = f"arch × {corpus.describe or corpus.name}" + (" × context" if pre.per_context else "")
                 lines.append(f"    {strat:<11s} {ng:>3} groups ({by}): {nj} runs, {nd} done")
         axes = " × ".join(f"{k} {len(v)}" for k, v in s.axes().items()) or "no grid axes"
         folds = "paired with seeds" if s.folds == "paired" else f"{len(self._folds())} fold(s)"
@@ -171,8 +171,9 @@ class Plan:
         per_cell = self.n_finetune / max(1, len(self.cells))
         for c in self.cells:
             by_strat[c.strategy] = by_strat.get(c.strategy, 0) + 1
+        scratch = [k for k in by_strat if corpus_of(k) is None]
         lines.append("    per strategy: " + ", ".join(f"{k} {round(v * per_cell)}" for k, v in by_strat.items())
-                     + (" (from scratch: no pretraining)" if "scratch" in by_strat else ""))
+                     + (f" ({', '.join(scratch)}: no pretraining)" if scratch else ""))
         r = spec.resources
         per_trial = f"{r.workers_per_trial} worker(s) × {r.cpus_per_worker:g} CPU" + (
             f" + {r.gpus_per_worker:g} GPU" if r.gpus_per_worker else "")
@@ -196,10 +197,10 @@ def build_plan(spec: SweepSpec) -> Plan:
     # pretraining groups
     for arch in spec.architectures:
         for strategy in spec.strategies:
-            if strategy == "scratch":
+            corpus = corpus_of(strategy)
+            if corpus is None:
                 continue
-            tasks = list(spec.tasks) if strategy == "task_spt" else [None]
-            for task in tasks:
+            for task in _group_tasks(spec, strategy):
                 for ctx_group, ctxs in _context_groups(spec):
                     group = _group_name(arch, strategy, task, ctx_group)
                     jobs = [_pretrain_job(spec, arch, strategy, task, group, lr, ctx)
@@ -216,17 +217,29 @@ def build_plan(spec: SweepSpec) -> Plan:
     for arch in spec.architectures:
         for strategy in spec.strategies:
             for task in spec.tasks:
-                groups = [(None, None)] if strategy == "scratch" else [
-                    (_group_name(arch, strategy, task if strategy == "task_spt" else None, c), c)
+                groups = [(None, None)] if corpus_of(strategy) is None else [
+                    (_group_name(arch, strategy, task if _per_task(strategy) else None, c), c)
                     for c, _ in _context_groups(spec)]
                 for group, ctx in groups:
                     for seed in s.seeds:
                         for fold in folds_of(seed):
                             plan.cells.append(Cell(arch, strategy, task, seed, fold, group, ctx))
+    for task in spec.tasks:  # once, in the driver (the plan travels to the trials with them)
+        plan.task_fingerprint(task)
     axes = s.axes()
     keys = list(axes)
     plan.points = [dict(zip(keys, vals)) for vals in itertools.product(*(axes[k] for k in keys))] or [{}]
     return plan
+
+
+def _per_task(strategy: str) -> bool:
+    corpus = corpus_of(strategy)
+    return corpus is not None and corpus.reads == "task"
+
+
+def _group_tasks(spec: SweepSpec, strategy: str) -> list[str | None]:
+    """The tasks a strategy's pretraining groups are per: each task, or one group (None)."""
+    return list(spec.tasks) if _per_task(strategy) else [None]
 
 
 def _context_groups(spec: SweepSpec) -> list[tuple[int | None, tuple[int, ...]]]:
@@ -241,18 +254,20 @@ def _group_name(arch: str, strategy: str, task: str | None, ctx: int | None) -> 
 
 
 def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, group: str, lr: float, ctx: int) -> PretrainJob:
+    from gdna.data.corpora import corpus_fingerprint
+
     pre = spec.pretrain
-    corpus = CORPUS_OF_STRATEGY[strategy]
-    model = dataclasses.replace(spec.base_model(), arch=arch)
-    data = from_dict(type(spec.base_data()), {**spec.data, **pre.data}, "pretrain.data")
+    corpus = corpus_of(strategy)
+    model = spec.overrides.models[arch]
     data = dataclasses.replace(
-        data, data_root=str(spec.root()), corpus=corpus, task=task if corpus == "task" else None,
-        domain_tasks=tuple(sorted(pre.domain_tasks or spec.tasks)) if corpus == "domain" else (),
+        spec.overrides.pretrain_data, corpus=corpus.name, task=task if corpus.reads == "task" else None,
+        domain_tasks=tuple(sorted(pre.domain_tasks or spec.tasks)) if corpus.reads == "all_tasks" else (),
         context_len=ctx,
     )
+    data = dataclasses.replace(data, fingerprint=_fingerprint(lambda: corpus_fingerprint(data)))
     train = TrainConfig(**{
         "objective": "clm", "lr": lr, "batch_size": pre.batch_size, "max_steps": pre.steps,
-        "eval_every": min(pre.eval_every, pre.steps), "seed": pre.seed, **_train_overrides(pre.train),
+        "eval_every": min(pre.eval_every, pre.steps), "seed": pre.seed, **spec.overrides.pretrain_train,
     })
     trial = TrialConfig(model=model, data=data, train=train).validate()
     key = trial.identity()
@@ -260,56 +275,28 @@ def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, g
     return PretrainJob(key=key, group=group, arch=arch, strategy=strategy, task=task, trial=trial)
 
 
-def _train_overrides(d: Mapping[str, Any]) -> dict[str, Any]:
-    t = from_dict(TrainConfig, d, "train")
-    return {k: getattr(t, k) for k in d}
+def _task_fingerprint(spec: SweepSpec, task: str) -> str:
+    from gdna.data.tasks import task_fingerprint
+
+    return task_fingerprint(str(spec.root()), task)
+
+
+def _fingerprint(compute) -> str:
+    """A data fingerprint, or "" when the data is not here (`--plan` of a spec for another machine)."""
+    try:
+        return compute()
+    except OSError:
+        return ""
 
 
 def n_classes(spec: SweepSpec, task: str) -> int:
-    """Class count from the task's sorted class folders, or greatapes' species FASTAs (2 when the data is
-    not here, e.g. --plan)."""
-    if task == GREATAPES_TASK:
-        return max(len(greatapes_fastas(spec.root())), 2)
-    d = spec.root() / "genomic_benchmarks" / task / "train"
-    if d.is_dir():
-        n = sum(1 for p in d.iterdir() if p.is_dir())
-        return max(n, 2)
-    return 2
+    """Class count of the task (its kind reads it from the data; 2 when the data is not here, e.g. --plan)."""
+    from gdna.data.tasks import task_classes
 
-
-def trial_key(trial: TrialConfig, pretrain_key: str | None = None) -> str:
-    """The trial's identity: content hash of the resolved config, without data_root, checkpoint named by key."""
-    d = trial.to_dict()
-    d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
-    if pretrain_key is not None:
-        d["init_checkpoint"] = f"pretrain:{pretrain_key}"
-    if d.get("export_dir"):
-        d["export_dir"] = None
-    return config_hash(d)
+    return max(len(task_classes(spec.root(), task)), 2)
 
 
 # ---------------------------------------------------------------------------------------------
-def read_pretrain_metrics(export_dir: Path) -> dict[str, Any]:
-    """Final metrics of a finished pretraining (done.json, else backbone.pt's "metrics")."""
-    metrics: dict[str, Any] = {}
-    try:
-        raw = json.loads((Path(export_dir) / "done.json").read_text() or "{}")
-        if isinstance(raw, dict):
-            metrics.update(raw.get("metrics", {}) if isinstance(raw.get("metrics"), dict) else {})
-            metrics.update({k: v for k, v in raw.items() if k != "metrics"})
-    except (OSError, ValueError):
-        pass
-    if not any(k in metrics for k in ("best_val_loss", "val_loss", "best_val_ppl", "val_ppl")):
-        try:
-            import torch
-
-            blob = torch.load(Path(export_dir) / "backbone.pt", map_location="cpu", weights_only=False)
-            metrics.update(blob.get("metrics", {}) or {})
-        except Exception:  # noqa: BLE001 - best effort: metrics are for display/selection only
-            pass
-    return metrics
-
-
 def selection_value(metrics: Mapping[str, Any], metric: str) -> float:
     for k in (FINAL_METRIC[metric], metric):
         v = metrics.get(k)
@@ -330,6 +317,6 @@ def select_pretraining(plan: Plan) -> dict[str, str]:
         done = [j for j in jobs if j.done]
         if not done:
             raise ConfigError(f"pretrain: no finished pretraining for group {group} (see the pretrain stage errors)")
-        best = min(done, key=lambda j: (selection_value(read_pretrain_metrics(j.export_dir), metric), j.key))
+        best = min(done, key=lambda j: (selection_value(read_export_metrics(j.export_dir), metric), j.key))
         out[group] = best.key
     return out

@@ -28,18 +28,21 @@ from typing import Any, Mapping
 import yaml
 
 from gdna.config import (
-    ARCHITECTURES,
-    GREATAPES_TASK,
-    STRATEGIES,
+    PAPER_PRETRAIN_BATCH_SIZE,
+    PAPER_PRETRAIN_CONTEXT_LENS,
+    PAPER_PRETRAIN_LRS,
+    PAPER_PRETRAIN_STEPS,
     DataConfig,
     ModelConfig,
     ResourcesConfig,
     TrainConfig,
+    default_data_root,
     from_dict,
-    greatapes_fastas,
+    model_keys,
     to_dict,
 )
 from gdna.errors import ConfigError
+from gdna.registry import ARCHITECTURES, STRATEGIES, corpus_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEARCHERS = ("grid", "random", "optuna")
@@ -118,10 +121,10 @@ class SearchSpace:
 class PretrainSpec:
     """CLM pretraining: steps, the lr × context grid to try, and how the best per group is chosen."""
 
-    steps: int = 10_000
-    lrs: tuple[float, ...] = (1e-3,)
-    context_lens: tuple[int, ...] = (1024,)
-    batch_size: int = 256
+    steps: int = PAPER_PRETRAIN_STEPS
+    lrs: tuple[float, ...] = PAPER_PRETRAIN_LRS
+    context_lens: tuple[int, ...] = PAPER_PRETRAIN_CONTEXT_LENS
+    batch_size: int = PAPER_PRETRAIN_BATCH_SIZE
     eval_every: int = 500
     seed: int = 0
     selection_metric: str = "val_loss"  # val_loss | val_ppl (both: lower is better)
@@ -158,6 +161,22 @@ class PretrainSpec:
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """A spec's model/data/train overrides, parsed once (by `SweepSpec.validate`) into typed configs."""
+
+    models: dict[str, ModelConfig]  # architecture → its base ModelConfig (the spec's model overrides applied)
+    data: DataConfig  # fine-tuning data (data_root resolved; task/fold set per trial)
+    train: dict[str, Any]  # fine-tuning TrainConfig overrides, typed (applied over each strategy's recipe)
+    pretrain_data: DataConfig  # data + pretrain.data
+    pretrain_train: dict[str, Any]  # pretrain.train, typed
+
+
+def _typed_train(d: Mapping[str, Any], where: str) -> dict[str, Any]:
+    t = from_dict(TrainConfig, d, where)
+    return {k: getattr(t, k) for k in d}
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A whole study: tasks × architectures × strategies × search space, plus resources and storage."""
 
@@ -181,23 +200,21 @@ class SweepSpec:
     ray_address: str = ""  # "" → RAY_ADDRESS or a fresh local Ray; "auto" on a cluster head
     verbose: int = 1  # Tune progress: 0 silent, 1 table every 30 s, 2 every result
 
-    # filled by load_spec (not YAML keys)
+    # filled by load_spec / validate (not YAML keys)
     space: SearchSpace = field(default_factory=SearchSpace)
     spec_path: str = ""
+    parsed: Overrides | None = field(default=None, compare=False, repr=False)
 
     # -----------------------------------------------------------------------------------------
     def validate(self, check_data: bool | None = None) -> "SweepSpec":
         if not self.name or not _NAME_RE.match(self.name):
             raise ConfigError(f"name: must be a non-empty name of letters, digits, '_', '-', '.', got {self.name!r}")
-        for key, values, choices, what in (
-            ("architectures", self.architectures, ARCHITECTURES, "architecture"),
-            ("strategies", self.strategies, STRATEGIES, "strategy"),
-        ):
+        for key, values, registry in (("architectures", self.architectures, ARCHITECTURES),
+                                      ("strategies", self.strategies, STRATEGIES)):
             if not values:
-                raise ConfigError(f"{key}: empty list (choose from {', '.join(choices)})")
+                raise ConfigError(f"{key}: empty list (choose from {', '.join(registry.names())})")
             for i, v in enumerate(values):
-                if v not in choices:
-                    raise ConfigError(f"{key}[{i}]: unknown {what} {v!r} (choose from {', '.join(choices)})")
+                registry.get(v, f"{key}[{i}]")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{key}: duplicate entries {list(values)}")
         if not self.tasks:
@@ -207,20 +224,18 @@ class SweepSpec:
         for i, t in enumerate(self.tasks):
             if not t or "/" in t:
                 raise ConfigError(f"tasks[{i}]: invalid task name {t!r}")
-        model = from_dict(ModelConfig, self.model, "model")
         if "arch" in self.model:
             raise ConfigError("model.arch: set by `architectures:`, not by model overrides")
-        for arch in self.architectures:
-            dataclasses.replace(model, arch=arch).validate("model")
+        models = {arch: ModelConfig.for_arch(arch, self.model).validate("model") for arch in self.architectures}
         data = from_dict(DataConfig, self.data, "data")
         for k in ("task", "corpus", "domain_tasks"):
             if k in self.data:
                 raise ConfigError(f"data.{k}: set by the sweep (tasks/strategies), not by data overrides")
         data.validate("data")
-        train = from_dict(TrainConfig, self.train, "train")
+        train = _typed_train(self.train, "train")
         if "objective" in self.train:
             raise ConfigError("train.objective: set by the stage (cls for fine-tuning, clm for pretraining)")
-        dataclasses.replace(train, objective="cls").validate("train")
+        TrainConfig(**{**train, "objective": "cls"}).validate("train")
         self.pretrain.validate()
         for i, t in enumerate(self.pretrain.domain_tasks):
             if not t or "/" in t:
@@ -243,38 +258,38 @@ class SweepSpec:
                     raise ConfigError(f"search_space({self.search_space}).folds: fold {f} outside 0..{n_folds - 1}")
         if check_data if check_data is not None else self.require_data:
             self.check_data()
-        return self
+        pre_data = from_dict(DataConfig, {**self.data, **self.pretrain.data}, "pretrain.data")
+        root = str(self.root())
+        parsed = Overrides(models=models, data=dataclasses.replace(data, data_root=root), train=train,
+                           pretrain_data=dataclasses.replace(pre_data, data_root=root),
+                           pretrain_train=_typed_train(self.pretrain.train, "pretrain.train"))
+        return dataclasses.replace(self, parsed=parsed)
 
     def check_data(self) -> None:
-        """Every task folder and (for hg38) the FASTA + BED must exist under the data root."""
+        """Every task's data (its task kind says what) and the files each strategy's corpus needs."""
+        from gdna.data.tasks import task_problem
+
         root = self.root()
         if not root.is_dir():
             raise ConfigError(f"data_root: {root} does not exist (set data_root, --data-root or GDNA_DATA_ROOT)")
         for i, t in enumerate(self.tasks + tuple(self.pretrain.domain_tasks)):
-            if t == GREATAPES_TASK:
-                if len(greatapes_fastas(root)) < 2:
-                    raise ConfigError(f"tasks[{i}]: greatapes needs at least 2 species FASTA files (*.fa) in "
-                                      f"{root / GREATAPES_TASK}")
-                continue
-            d = root / "genomic_benchmarks" / t / "train"
-            if not d.is_dir():
-                have = sorted(p.name for p in (root / "genomic_benchmarks").glob("*") if p.is_dir())
+            problem = task_problem(root, t)
+            if problem:
                 key = f"tasks[{i}]" if i < len(self.tasks) else f"pretrain.domain_tasks[{i - len(self.tasks)}]"
-                raise ConfigError(f"{key}: unknown task {t!r}: no {d} (available: {', '.join(have) or 'none'})")
-        if "hg38" in self.strategies:
-            data = from_dict(DataConfig, {**self.data, **self.pretrain.data}, "data")
-            for k in ("genome_fasta", "genome_bed"):
+                raise ConfigError(f"{key}: {problem}")
+        data = from_dict(DataConfig, {**self.data, **self.pretrain.data}, "data")
+        for strategy in self.strategies:
+            corpus = corpus_of(strategy)
+            for k in corpus.needs if corpus else ():
                 p = Path(getattr(data, k))
                 p = p if p.is_absolute() else root / p
                 if not p.is_file():
-                    raise ConfigError(f"data.{k}: {p} not found (needed by the hg38 strategy)")
+                    raise ConfigError(f"data.{k}: {p} not found (needed by the {strategy} strategy)")
 
     # -----------------------------------------------------------------------------------------
     def root(self) -> Path:
         if self.data_root:
             return Path(self.data_root).expanduser().resolve()
-        from gdna.config import default_data_root
-
         return Path(default_data_root())
 
     def storage_dir(self) -> Path:
@@ -291,17 +306,20 @@ class SweepSpec:
 
         return self.tracking_uri or sweep_store_uri(self.sweep_dir())
 
-    def base_model(self) -> ModelConfig:
-        return from_dict(ModelConfig, self.model, "model")
+    @property
+    def overrides(self) -> Overrides:
+        if self.parsed is None:
+            raise RuntimeError("SweepSpec.overrides: validate() the spec first")
+        return self.parsed
 
     def base_data(self, task: str | None = None, **extra: Any) -> DataConfig:
-        d = from_dict(DataConfig, self.data, "data")
-        return dataclasses.replace(d, data_root=str(self.root()), task=task, **extra)
+        return dataclasses.replace(self.overrides.data, task=task, **extra)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved spec (search space inlined) as written to <sweep_dir>/spec.yaml."""
-        d = to_dict(self)
+        d = to_dict(dataclasses.replace(self, parsed=None))
         d.pop("spec_path")
+        d.pop("parsed")
         d["storage"] = str(self.storage_dir())
         d["data_root"] = str(self.root())
         d["search_space"] = d.pop("space")
@@ -370,7 +388,7 @@ def spec_from_dict(raw: Any, spec_path: Path | None = None, check_data: bool | N
     spec = from_dict(SweepSpec, raw)
     spec = dataclasses.replace(spec, space=space, spec_path=str(spec_path or "")).validate(check_data)
     # locations are fixed here, in the driver's working directory: Tune runs each trial in another one
-    return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=_absolute(spec.data_root))
+    return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=str(spec.root()))
 
 
 def _absolute(path: str) -> str:
@@ -399,7 +417,7 @@ def _check_trial_key(where: str, key: str) -> None:
     parts = key.split(".")
     if len(parts) != 2 or parts[0] not in _TRIAL_SECTIONS:
         raise ConfigError(f"{where}: unknown key (use model.X, data.X or train.X, e.g. train.lr)")
-    names = {f.name for f in dataclasses.fields(_TRIAL_SECTIONS[parts[0]])}
+    names = model_keys() if parts[0] == "model" else {f.name for f in dataclasses.fields(_TRIAL_SECTIONS[parts[0]])}
     if parts[1] not in names:
         raise ConfigError(f"{where}: unknown key (valid {parts[0]} keys: {', '.join(sorted(names))})")
     if key in _FORBIDDEN_AXES:
@@ -409,7 +427,14 @@ def _check_trial_key(where: str, key: str) -> None:
 def _check_trial_value(where: str, key: str, value: Any) -> Any:
     section, name = key.split(".")
     cls = _TRIAL_SECTIONS[section]
-    obj = from_dict(cls, {name: value}, section)
+    if section == "model":  # a common key, or the key of the first architecture that has it
+        common = {f.name for f in dataclasses.fields(ModelConfig)}
+        cls = ModelConfig if name in common else next(
+            a.settings for a in ARCHITECTURES if name in {f.name for f in dataclasses.fields(a.settings)})
+        obj = from_dict(cls, {"arch": next(iter(ARCHITECTURES)).name, name: value} if cls is ModelConfig
+                        else {name: value}, section)
+    else:
+        obj = from_dict(cls, {name: value}, section)
     v = getattr(obj, name)
     if name in ("lr", "batch_size", "d_model", "context_len", "epochs", "max_steps") and v is not None and not v > 0:
         raise ConfigError(f"{where}: must be > 0, got {value!r}")

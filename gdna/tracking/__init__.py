@@ -307,6 +307,7 @@ def trial_tags(meta: Mapping[str, Any], config_hash: str) -> dict[str, str]:
     return {
         "arch": meta.get("arch", ""), "strategy": meta.get("strategy", ""), "task": meta.get("task", "") or "",
         "seed": str(meta.get("seed", "")), "fold": str(meta.get("fold", "")), "config_hash": config_hash,
+        "gdna.data_fingerprint": str(meta.get("data_fingerprint", "")),
     }
 
 

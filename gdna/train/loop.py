@@ -1,22 +1,21 @@
 """The training loop that Ray Train's TorchTrainer runs on every worker, for both objectives.
 
-    cls  fine-tuning on a Genomic Benchmarks task: `epochs` epochs (early stopping with `patience` on
+    cls  fine-tuning on a classification task: `epochs` epochs (early stopping with `patience` on
          validation accuracy), a report + checkpoint per epoch, and at the end the test accuracy of the
          best-VALIDATION model (never selected on test).
     clm  causal-LM pretraining: `max_steps` optimizer steps, validate + report + checkpoint every
          `eval_every` steps (and at the last step); the lowest-validation-loss model is exported to
-         `<export_dir>/backbone.pt` (+ `done.json`, written last).
+         `<export_dir>/backbone.pt` (+ `done.json`, written last; gdna.train.export).
 
-`train_loop_per_worker(config)` is the Ray entry point; `run(config, runtime)` is the same loop with
-an explicit runtime (`LocalRuntime` runs it in-process for tests and the overhead benchmark).
-config = {"trial": TrialConfig.to_dict(), "verbose": bool, "fail_after": int | None, "fail_marker": path}.
+The two objectives are two small objects (`Classification`, `CausalLM`) over the shared pieces of
+`_Loop` (optimizer steps, evaluation, reports + checkpoints). `train_loop_per_worker(config)` is the Ray
+entry point; `run(config, runtime)` is the same loop with an explicit runtime (`LocalRuntime` runs it
+in-process for tests and the overhead benchmark). config = {"trial": TrialConfig.to_dict(), "verbose": bool}.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -32,16 +31,10 @@ from gdna.config import ModelConfig, TrialConfig, to_dict
 from gdna.errors import ConfigError
 from gdna.train import batches as B
 from gdna.train import checkpoint as C
+from gdna.train.export import write_export
 from gdna.train.runtime import RayRuntime, Runtime
 from gdna.train.schedule import build_optimizer, build_scheduler
 from gdna.train.steps import batch_count, batch_tokens, evaluate, perplexity, train_step
-
-EXPORT_FILE = "backbone.pt"
-DONE_FILE = "done.json"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the test hook `fail_after` (once per marker file) to simulate a crash."""
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -61,28 +54,13 @@ class _Loop:
     def __init__(self, trial: TrialConfig, rt: Runtime, config: dict):
         self.trial, self.rt, self.cfg = trial, rt, trial.train
         self.verbose = bool(config.get("verbose", False))
-        self.fail_after = config.get("fail_after")
-        self.fail_marker = config.get("fail_marker")
-        # decided once at start, identically on every rank (rank 0 writes the marker when it fires)
-        self._fail_armed = self.fail_after is not None and not (self.fail_marker and Path(self.fail_marker).exists())
-        self.objective = self.cfg.objective
+        self.obj = OBJECTIVES[self.cfg.objective]
         self.local_batch, self.micro = B.per_worker_batch(self.cfg.batch_size, rt.world_size, self.cfg.micro_batch_size)
 
     # -- setup ----------------------------------------------------------------------------------
     def _datasets(self) -> None:
-        seed = self.cfg.seed
-        if self.objective == "cls":
-            from gdna.data.genomic_benchmarks import classification_datasets
-
-            self.train_ds, self.val_ds, self.test_ds, n_classes = classification_datasets(self.trial.data, seed)
-            self.model_cfg = dataclasses.replace(self.trial.model, n_classes=int(n_classes))
-        else:
-            from gdna.data.corpora import clm_datasets
-
-            self.train_ds, self.val_ds = clm_datasets(self.trial.data, seed)
-            self.test_ds = None
-            self.model_cfg = self.trial.model
-        self.collate = _collate_fn(self.objective)
+        self.train_ds, self.val_ds, self.test_ds, self.model_cfg = self.obj.datasets(self.trial, self.cfg.seed)
+        self.collate = self.obj.collate()
 
     def _build(self, resume: dict | None) -> None:
         if resume is None:
@@ -91,7 +69,7 @@ class _Loop:
             from gdna.models.build import build_model
 
             _seed_everything(self.cfg.seed)
-            model = build_model(self.model_cfg, _head(self.objective))
+            model = build_model(self.model_cfg, self.obj.head)
             model.load_state_dict(resume["model"])
         self.model = model
         self.ddp = self.rt.prepare_model(model)  # moves to the device; DDP-wraps when world_size > 1
@@ -126,7 +104,7 @@ class _Loop:
         if self.n_train < self.rt.world_size:
             raise ConfigError(f"data: only {self.n_train} training examples for {self.rt.world_size} workers")
         self.spe = B.steps_per_epoch(self.n_train, self.cfg.batch_size, self.rt.world_size)
-        self.total_steps = self.cfg.epochs * self.spe if self.objective == "cls" else self.cfg.max_steps
+        self.total_steps = self.obj.total_steps(self)
         self._build(resume)
         s = resume or {}
         self.epoch = int(s.get("epoch", 0))
@@ -138,42 +116,14 @@ class _Loop:
         self.time_train = float(s.get("time_train_s", 0.0))
         self._event({
             "event": "start",
-            "resumed_from": (self.epoch if self.objective == "cls" else self.step) if resume is not None else None,
-            "objective": self.objective,
+            "resumed_from": getattr(self, self.obj.progress) if resume is not None else None,
+            "objective": self.obj.name,
             "world_size": self.rt.world_size,
             "entered": entered,
         })
-        final = self._run_cls() if self.objective == "cls" else self._run_clm()
+        final = self.obj.run(self)
         self._event({"event": "end", "status": final.get("status")})
         return final
-
-    # -- cls ----------------------------------------------------------------------------------------
-    def _run_cls(self) -> dict[str, Any]:
-        cfg, rt = self.cfg, self.rt
-        while self.epoch < cfg.epochs:
-            plan = B.rank_plan(self.n_train, cfg.batch_size, rt.world_size, rt.rank, self.micro, cfg.seed, self.epoch)
-            acc = self._train_steps(plan)
-            self.epoch += 1
-            if acc["diverged"]:
-                return self._finish_cls(acc, status="diverged")
-            val = self._eval(self.val_ds)
-            m = {
-                "epoch": self.epoch, "step": self.step, "train_loss": acc["loss"], "val_loss": val["loss"],
-                "val_acc": val["acc"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"], "status": "running",
-                "final": False,
-            }
-            if not math.isfinite(val["loss"]):
-                return self._finish_cls(acc, status="diverged", last=m)
-            if self.best is None or val["acc"] > self.best["value"]:
-                self.best = {"value": val["acc"], "loss": val["loss"], "at": self.epoch, "model": C.cpu_state_dict(self.model)}
-                self.bad_epochs = 0
-            else:
-                self.bad_epochs += 1
-            stop = self.epoch >= cfg.epochs or (cfg.patience is not None and self.bad_epochs >= cfg.patience)
-            if stop:
-                return self._finish_cls(acc, status="finished", last=m)
-            self._report(m)
-        return self._finish_cls({"loss": float("nan"), "tokens_per_s": 0.0}, status="finished", last=self.history[-1] if self.history else {})
 
     def _final_metrics(self, acc: dict, status: str, last: dict | None, val_metric: str) -> dict[str, Any]:
         """The last report's metrics (either objective), marked final; a diverged run has no train loss."""
@@ -186,90 +136,6 @@ class _Loop:
         if status == "diverged":
             m["train_loss"] = float("nan")
         return m
-
-    def _finish_cls(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
-        last_state = C.cpu_state_dict(self.model)
-        m = self._final_metrics(acc, status, last, "val_acc")
-        if self.best is not None:
-            self.model.load_state_dict(self.best["model"])
-            test = self._eval(self.test_ds)
-            m.update({"test_acc": test["acc"], "test_loss": test["loss"], "best_val_acc": self.best["value"],
-                      "best_epoch": self.best["at"], **{f"test_{k}": v for k, v in test.get("classes", {}).items()}})
-        else:
-            m.update({"test_acc": float("nan"), "test_loss": float("nan"), "best_val_acc": float("nan"), "best_epoch": 0})
-        m["time_train_s"] = self.time_train
-        self._report(m, final=True, model_state=last_state)
-        return m
-
-    # -- clm ----------------------------------------------------------------------------------------
-    def _run_clm(self) -> dict[str, Any]:
-        cfg, rt = self.cfg, self.rt
-        while self.step < cfg.max_steps:
-            if hasattr(self.train_ds, "set_epoch"):
-                self.train_ds.set_epoch(self.epoch)
-            plan = B.rank_plan(len(self.train_ds), cfg.batch_size, rt.world_size, rt.rank, self.micro, cfg.seed, self.epoch)
-            if self.pos >= len(plan):
-                self.epoch, self.pos = self.epoch + 1, 0
-                continue
-            remaining = plan[self.pos:]
-            # stop this pass at the next evaluation point (then re-plan; cheap, pure index math)
-            until_eval = cfg.eval_every - self.step % cfg.eval_every
-            chunk = remaining[: min(until_eval, cfg.max_steps - self.step)]
-            acc = self._train_steps(chunk)
-            self.pos += acc["steps"]
-            if acc["diverged"]:
-                return self._finish_clm(acc, status="diverged")
-            if self.step % cfg.eval_every == 0 or self.step >= cfg.max_steps:
-                val = self._eval(self.val_ds)
-                m = {
-                    "step": self.step, "epoch": self.epoch, "train_loss": acc["loss"], "val_loss": val["loss"],
-                    "val_ppl": val["ppl"], "lr": self._lr(), "tokens_per_s": acc["tokens_per_s"],
-                    "status": "running", "final": False,
-                }
-                if not math.isfinite(val["loss"]):
-                    return self._finish_clm(acc, status="diverged", last=m)
-                if self.best is None or val["loss"] < self.best["value"]:
-                    self.best = {"value": val["loss"], "at": self.step, "model": C.cpu_state_dict(self.model)}
-                if self.step >= cfg.max_steps:
-                    return self._finish_clm(acc, status="finished", last=m)
-                self._report(m)
-            else:
-                self._pending_clm = acc  # the pass ended between evaluations: carry the loss sums on
-        return self._finish_clm({"loss": float("nan"), "tokens_per_s": 0.0}, status="finished",
-                                last=self.history[-1] if self.history else {})
-
-    def _finish_clm(self, acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
-        m = self._final_metrics(acc, status, last, "val_ppl")
-        if self.best is not None:
-            m.update({"best_val_loss": self.best["value"], "best_val_ppl": perplexity(self.best["value"]),
-                      "best_step": self.best["at"]})
-        else:
-            m.update({"best_val_loss": float("nan"), "best_val_ppl": float("nan"), "best_step": 0})
-        m["time_train_s"] = self.time_train
-        m["export_path"] = self._export(m) if self.best is not None and self.trial.export_dir else None
-        self._report(m, final=True)
-        return m
-
-    def _export(self, metrics: dict) -> str:
-        """Rank 0 writes <export_dir>/backbone.pt then done.json (each via a temp name + rename)."""
-        out = Path(self.trial.export_dir)
-        path = out / EXPORT_FILE
-        if self.rt.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            backbone = {k[len("backbone."):]: v for k, v in self.best["model"].items() if k.startswith("backbone.")}
-            if not backbone:
-                raise RuntimeError("export: the model has no `backbone.` parameters (gdna.models contract)")
-            clean = {k: v for k, v in metrics.items() if k != "export_path"}
-            payload = {"model_config": to_dict(self.model_cfg), "backbone": backbone, "metrics": clean,
-                       "trial_identity": self.trial.identity(), "trial": self.trial.to_dict()}
-            tmp = out / (EXPORT_FILE + f".tmp{os.getpid()}")
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-            done = {"backbone": EXPORT_FILE, "metrics": clean, "trial_identity": self.trial.identity(), "time": time.time()}
-            tmp = out / (DONE_FILE + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(done, sort_keys=True, default=_json_default))
-            os.replace(tmp, out / DONE_FILE)
-        return str(path)
 
     # -- shared pieces --------------------------------------------------------------------------------
     def _train_steps(self, plan: list[tuple[int, list[np.ndarray]]]) -> dict[str, Any]:
@@ -287,14 +153,10 @@ class _Loop:
         t0 = time.perf_counter()
         for gsize, mbs in plan:
             micro_batches = [next(it) for _ in mbs]
-            if self.objective == "cls":
-                gcount = gsize
-            else:  # target tokens of the global batch: one tiny all-reduce (a no-op on one worker)
-                local = torch.tensor([float(sum(batch_count("clm", b) for b in micro_batches))], dtype=torch.float64)
-                gcount = int(rt.all_reduce_sum(local if rt.device.type == "cpu" else local.to(rt.device)).item())
-            tokens += sum(batch_tokens(self.objective, b) for b in micro_batches)
+            gcount = self.obj.global_count(self, micro_batches, gsize)
+            tokens += sum(batch_tokens(self.obj.name, b) for b in micro_batches)
             mean, diverged = train_step(
-                self.ddp, micro_batches, objective=self.objective, global_count=gcount, rt=rt,
+                self.ddp, micro_batches, objective=self.obj.name, global_count=gcount, rt=rt,
                 optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
                 grad_clip=cfg.grad_clip, precision=cfg.precision,
             )
@@ -316,7 +178,7 @@ class _Loop:
     def _eval(self, ds) -> dict[str, float]:
         idx = B.eval_shard(len(ds), self.rt.world_size, self.rt.rank)
         chunks = [idx[i : i + self.micro] for i in range(0, len(idx), self.micro)]
-        return evaluate(self.model, B.loader(ds, chunks, self.collate, 0), objective=self.objective, rt=self.rt,
+        return evaluate(self.model, B.loader(ds, chunks, self.collate, 0), objective=self.obj.name, rt=self.rt,
                         precision=self.cfg.precision)
 
     def _lr(self) -> float:
@@ -330,7 +192,7 @@ class _Loop:
         if self.rt.rank == 0:
             ckpt_dir = tempfile.mkdtemp(prefix="gdna-ckpt-")
             C.save_state(ckpt_dir, {
-                "identity": self.trial.identity(), "objective": self.objective, "model_config": to_dict(self.model_cfg),
+                "identity": self.trial.identity(), "objective": self.obj.name, "model_config": to_dict(self.model_cfg),
                 "epoch": self.epoch, "pos": self.pos, "step": self.step,
                 "model": model_state if model_state is not None else C.cpu_state_dict(self.model),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -348,23 +210,164 @@ class _Loop:
         finally:
             if ckpt_dir:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
-        self._maybe_fail(final)
-
-    def _maybe_fail(self, final: bool) -> None:
-        if not self._fail_armed or final:
-            return
-        progress = self.epoch if self.objective == "cls" else self.step
-        if progress < int(self.fail_after):
-            return
-        marker = Path(self.fail_marker) if self.fail_marker else None
-        if marker is not None and self.rt.rank == 0:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(str(progress))
-        raise InjectedFailure(f"injected failure after {'epoch' if self.objective == 'cls' else 'step'} {progress}")
 
     def _event(self, e: dict[str, Any]) -> None:
         if self.rt.rank == 0:
             self.rt.log_event({**e, "time": time.time(), "identity": self.trial.identity()})
+
+
+# ---------------------------------------------------------------------------------------------
+class Classification:
+    """Fine-tuning (objective `cls`): epochs, validation accuracy, test of the best-validation model."""
+
+    name, head, progress = "cls", "cls", "epoch"
+
+    def datasets(self, trial: TrialConfig, seed: int) -> tuple[Any, Any, Any, ModelConfig]:
+        from gdna.data.tasks import classification_datasets
+
+        train_ds, val_ds, test_ds, n_classes = classification_datasets(trial.data, seed)
+        return train_ds, val_ds, test_ds, dataclasses.replace(trial.model, n_classes=int(n_classes))
+
+    def collate(self) -> Callable[[list], Any]:
+        from gdna.data.tasks import collate_cls
+
+        return collate_cls
+
+    def total_steps(self, lp: "_Loop") -> int:
+        return lp.cfg.epochs * lp.spe
+
+    def global_count(self, lp: "_Loop", micro_batches: list, group_size: int) -> int:
+        return group_size  # examples of the global batch
+
+    def run(self, lp: "_Loop") -> dict[str, Any]:
+        cfg, rt = lp.cfg, lp.rt
+        while lp.epoch < cfg.epochs:
+            plan = B.rank_plan(lp.n_train, cfg.batch_size, rt.world_size, rt.rank, lp.micro, cfg.seed, lp.epoch)
+            acc = lp._train_steps(plan)
+            lp.epoch += 1
+            if acc["diverged"]:
+                return self.finish(lp, acc, status="diverged")
+            val = lp._eval(lp.val_ds)
+            m = {
+                "epoch": lp.epoch, "step": lp.step, "train_loss": acc["loss"], "val_loss": val["loss"],
+                "val_acc": val["acc"], "lr": lp._lr(), "tokens_per_s": acc["tokens_per_s"], "status": "running",
+                "final": False,
+            }
+            if not math.isfinite(val["loss"]):
+                return self.finish(lp, acc, status="diverged", last=m)
+            if lp.best is None or val["acc"] > lp.best["value"]:
+                lp.best = {"value": val["acc"], "loss": val["loss"], "at": lp.epoch, "model": C.cpu_state_dict(lp.model)}
+                lp.bad_epochs = 0
+            else:
+                lp.bad_epochs += 1
+            stop = lp.epoch >= cfg.epochs or (cfg.patience is not None and lp.bad_epochs >= cfg.patience)
+            if stop:
+                return self.finish(lp, acc, status="finished", last=m)
+            lp._report(m)
+        return self.finish(lp, {"loss": float("nan"), "tokens_per_s": 0.0}, status="finished",
+                           last=lp.history[-1] if lp.history else {})
+
+    def finish(self, lp: "_Loop", acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
+        last_state = C.cpu_state_dict(lp.model)
+        m = lp._final_metrics(acc, status, last, "val_acc")
+        if lp.best is not None:
+            lp.model.load_state_dict(lp.best["model"])
+            test = lp._eval(lp.test_ds)
+            m.update({"test_acc": test["acc"], "test_loss": test["loss"], "best_val_acc": lp.best["value"],
+                      "best_epoch": lp.best["at"], **{f"test_{k}": v for k, v in test.get("classes", {}).items()}})
+        else:
+            m.update({"test_acc": float("nan"), "test_loss": float("nan"), "best_val_acc": float("nan"), "best_epoch": 0})
+        m["time_train_s"] = lp.time_train
+        lp._report(m, final=True, model_state=last_state)
+        return m
+
+
+class CausalLM:
+    """Pretraining (objective `clm`): optimizer steps, validation loss, export of the best model."""
+
+    name, head, progress = "clm", "lm", "step"
+
+    def datasets(self, trial: TrialConfig, seed: int) -> tuple[Any, Any, Any, ModelConfig]:
+        from gdna.data.corpora import clm_datasets
+
+        train_ds, val_ds = clm_datasets(trial.data, seed)
+        return train_ds, val_ds, None, trial.model
+
+    def collate(self) -> Callable[[list], Any]:
+        from gdna.data.corpora import collate_clm
+
+        return collate_clm
+
+    def total_steps(self, lp: "_Loop") -> int:
+        return lp.cfg.max_steps
+
+    def global_count(self, lp: "_Loop", micro_batches: list, group_size: int) -> int:
+        """Target tokens of the global batch: one tiny all-reduce (a no-op on one worker)."""
+        local = torch.tensor([float(sum(batch_count("clm", b) for b in micro_batches))], dtype=torch.float64)
+        return int(lp.rt.all_reduce_sum(local if lp.rt.device.type == "cpu" else local.to(lp.rt.device)).item())
+
+    def run(self, lp: "_Loop") -> dict[str, Any]:
+        cfg, rt = lp.cfg, lp.rt
+        while lp.step < cfg.max_steps:
+            if hasattr(lp.train_ds, "set_epoch"):
+                lp.train_ds.set_epoch(lp.epoch)
+            plan = B.rank_plan(len(lp.train_ds), cfg.batch_size, rt.world_size, rt.rank, lp.micro, cfg.seed, lp.epoch)
+            if lp.pos >= len(plan):
+                lp.epoch, lp.pos = lp.epoch + 1, 0
+                continue
+            remaining = plan[lp.pos:]
+            # stop this pass at the next evaluation point (then re-plan; cheap, pure index math)
+            until_eval = cfg.eval_every - lp.step % cfg.eval_every
+            chunk = remaining[: min(until_eval, cfg.max_steps - lp.step)]
+            acc = lp._train_steps(chunk)
+            lp.pos += acc["steps"]
+            if acc["diverged"]:
+                return self.finish(lp, acc, status="diverged")
+            if lp.step % cfg.eval_every == 0 or lp.step >= cfg.max_steps:
+                val = lp._eval(lp.val_ds)
+                m = {
+                    "step": lp.step, "epoch": lp.epoch, "train_loss": acc["loss"], "val_loss": val["loss"],
+                    "val_ppl": val["ppl"], "lr": lp._lr(), "tokens_per_s": acc["tokens_per_s"],
+                    "status": "running", "final": False,
+                }
+                if not math.isfinite(val["loss"]):
+                    return self.finish(lp, acc, status="diverged", last=m)
+                if lp.best is None or val["loss"] < lp.best["value"]:
+                    lp.best = {"value": val["loss"], "at": lp.step, "model": C.cpu_state_dict(lp.model)}
+                if lp.step >= cfg.max_steps:
+                    return self.finish(lp, acc, status="finished", last=m)
+                lp._report(m)
+            else:
+                lp._pending_clm = acc  # the pass ended between evaluations: carry the loss sums on
+        return self.finish(lp, {"loss": float("nan"), "tokens_per_s": 0.0}, status="finished",
+                           last=lp.history[-1] if lp.history else {})
+
+    def finish(self, lp: "_Loop", acc: dict, status: str, last: dict | None = None) -> dict[str, Any]:
+        m = lp._final_metrics(acc, status, last, "val_ppl")
+        if lp.best is not None:
+            m.update({"best_val_loss": lp.best["value"], "best_val_ppl": perplexity(lp.best["value"]),
+                      "best_step": lp.best["at"]})
+        else:
+            m.update({"best_val_loss": float("nan"), "best_val_ppl": float("nan"), "best_step": 0})
+        m["time_train_s"] = lp.time_train
+        m["export_path"] = _export(lp, m) if lp.best is not None and lp.trial.export_dir else None
+        lp._report(m, final=True)
+        return m
+
+
+OBJECTIVES = {o.name: o for o in (Classification(), CausalLM())}
+
+
+def _export(lp: "_Loop", metrics: dict) -> str:
+    """Rank 0 writes <export_dir>/backbone.pt then done.json (gdna.train.export); every rank returns the path."""
+    from gdna.train.export import export_file
+
+    if lp.rt.rank == 0:
+        backbone = {k[len("backbone."):]: v for k, v in lp.best["model"].items() if k.startswith("backbone.")}
+        if not backbone:
+            raise RuntimeError("export: the model has no `backbone.` parameters (gdna.models contract)")
+        write_export(lp.trial.export_dir, backbone, metrics, to_dict(lp.model_cfg), lp.trial.identity(), lp.trial.to_dict())
+    return str(export_file(lp.trial.export_dir))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +379,7 @@ def initial_model(trial: TrialConfig, model_cfg: ModelConfig | None = None) -> t
     cfg = model_cfg or trial.model
     payload = _init_payload(trial, cfg)
     _seed_everything(trial.train.seed)
-    model = build_model(cfg, _head(trial.train.objective))
+    model = build_model(cfg, OBJECTIVES[trial.train.objective].head)
     if payload is not None:
         try:
             load_backbone(model, payload["backbone"])
@@ -400,21 +403,6 @@ def _init_payload(trial: TrialConfig, cfg: ModelConfig) -> dict | None:
     return payload
 
 
-def _head(objective: str) -> str:
-    return "cls" if objective == "cls" else "lm"
-
-
-def _collate_fn(objective: str) -> Callable[[list], Any]:
-    """The data area's collate: right-padding for cls, input/target shift (+ PAD → -100) for clm."""
-    if objective == "cls":
-        from gdna.data.genomic_benchmarks import collate_cls
-
-        return collate_cls
-    from gdna.data.corpora import collate_clm
-
-    return collate_clm
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -431,9 +419,3 @@ def _plain(v: Any) -> Any:
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, float):
-        return None
-    return str(v)

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from gdna.config import ResourcesConfig, TrialConfig
 
@@ -22,7 +22,6 @@ HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.2"
 CHECKPOINTS_TO_KEEP = 2
 EVENTS_FILE = "events.jsonl"  # in the run dir: one JSON line per training start / end / re-report
-FAIL_AFTER_ENV = "GDNA_TRAIN_FAIL_AFTER"  # test hook: "<epoch|step>:<marker file>" (fails once)
 
 
 def resolve_trial(trial: TrialConfig) -> TrialConfig:
@@ -38,10 +37,6 @@ def resolve_trial(trial: TrialConfig) -> TrialConfig:
 def loop_config(trial: TrialConfig, **extra: Any) -> dict[str, Any]:
     """The `train_loop_config` a worker receives (see gdna.train.loop)."""
     cfg: dict[str, Any] = {"trial": resolve_trial(trial).to_dict()}
-    hook = os.environ.get(FAIL_AFTER_ENV)
-    if hook and extra.get("fail_after") is None:
-        at, _, marker = hook.partition(":")
-        cfg.update(fail_after=int(at), fail_marker=marker or None)
     cfg.update({k: v for k, v in extra.items() if v is not None})
     return cfg
 
@@ -54,16 +49,16 @@ def build_trainer(
     callbacks: Iterable[Any] = (),
     *,
     verbose: bool = False,
-    fail_after: int | None = None,
-    fail_marker: str | None = None,
     log_level: str | None = None,
+    loop: Callable[[dict], None] | None = None,
+    **loop_extra: Any,
 ):
     """A TorchTrainer running `train_loop_per_worker` for `trial` (global batch = train.batch_size).
 
     The same (`name`, `storage_path`) resumes from that run's latest checkpoint; a finished run
     re-reports its final metrics. `log_level` sets Ray Train's own logs (e.g. "WARNING" for quiet
-    CLI runs). `fail_after`/`fail_marker` are a test hook (crash once after that
-    epoch (cls) / step (clm); the marker file makes it fire only on the first attempt).
+    CLI runs). `loop` replaces the worker function (default gdna.train.loop.train_loop_per_worker) and
+    `loop_extra` goes into its config: the tests' fault injection wraps the same loop this way.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -90,8 +85,8 @@ def build_trainer(
         **({"logging_config": LoggingConfig(log_level=log_level)} if log_level else {}),
     )
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config(trial, verbose=verbose or None, fail_after=fail_after, fail_marker=fail_marker),
+        loop or train_loop_per_worker,
+        train_loop_config=loop_config(trial, verbose=verbose or None, **loop_extra),
         scaling_config=scaling,
         run_config=run_config,
     )

@@ -1,0 +1,75 @@
+"""Ray for a sweep: the environment its processes need, a private local Ray or the cluster's, concurrency."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+from typing import Any
+
+from gdna.config import ResourcesConfig
+from gdna.train.trainer import DEFAULT_HEALTH_CHECK_S, HEALTH_CHECK_ENV
+
+ENV_DEFAULTS = {
+    HEALTH_CHECK_ENV: DEFAULT_HEALTH_CHECK_S,  # Ray's default 2 s costs 2 s per report
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # a replayed finished trial reports only final metrics
+    "RAY_AIR_NEW_OUTPUT": "0",  # use our CLIReporter columns
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",  # worker start-up is slow on a loaded 2-core box
+}
+
+
+def init_ray(ray_address: str, verbose: int) -> None:
+    """Connect to `ray_address` (or RAY_ADDRESS), else start a private local Ray.
+
+    A local Ray is pinned to its own GCS port (and GDNA_RAY_TMPDIR / GDNA_RAY_NUM_CPUS when set): Ray
+    Train's placement-group cleaner looks the cluster up by address, and with several local Ray instances
+    on one machine (several users / test runs) "auto" is ambiguous."""
+    import ray
+
+    for k, v in ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    address = ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    kw: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": verbose >= 2}
+    pinned = {}
+    if address == "local":
+        if os.environ.get("GDNA_RAY_TMPDIR"):
+            kw["_temp_dir"] = os.environ["GDNA_RAY_TMPDIR"]
+        if os.environ.get("GDNA_RAY_NUM_CPUS"):
+            kw["num_cpus"] = float(os.environ["GDNA_RAY_NUM_CPUS"])
+        from ray._private.services import get_node_ip_address
+
+        port = free_port()
+        pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}
+    else:  # a cluster: the workers do not inherit our environment
+        kw["runtime_env"] = {"env_vars": {k: os.environ[k] for k in ENV_DEFAULTS if k in os.environ}}
+    saved = {k: os.environ.get(k) for k in pinned}
+    os.environ.update(pinned)
+    try:
+        ray.init(**kw)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def max_concurrent(r: ResourcesConfig) -> int:
+    """Trials that fit at once: a trial holds cpus_per_trial plus its workers; never start more
+    trial actors than worker groups that can run (else fractional trials starve their workers)."""
+    if r.max_concurrent_trials:
+        return r.max_concurrent_trials
+    import ray
+
+    res = ray.cluster_resources()
+    per_cpu = r.cpus_per_trial + r.workers_per_trial * r.cpus_per_worker
+    n = math.floor(res.get("CPU", 1.0) / per_cpu + 1e-9)
+    if r.gpus_per_worker:
+        n = min(n, math.floor(res.get("GPU", 0.0) / (r.workers_per_trial * r.gpus_per_worker) + 1e-9))
+    return max(1, n)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]

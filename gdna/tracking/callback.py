@@ -1,0 +1,103 @@
+"""The sweep driver's MLflow writer: a Ray Tune callback that mirrors one stage's trials into MLflow.
+
+It is the ONLY MLflow writer of a sweep (it runs in the driver: one writer per sqlite store, and on a
+cluster the workers need no route to the tracking server). Child runs are found by the trial identity
+(`gdna.trial_key`), so a restored sweep never duplicates runs or metric steps; reports a killed driver
+never received are back-filled from the Train checkpoint's history when the trial finishes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from gdna.tracking import SweepTracker, numeric_metrics, trial_params, trial_tags
+
+
+class MLflowTrackingCallback(Callback):
+    """Mirrors one stage's trials into MLflow: the only MLflow writer (runs in the driver)."""
+
+    def __init__(self, tracker: SweepTracker, stage: str, resolver: Callable[[dict], tuple], train_storage: str = ""):
+        self.tracker, self.stage, self.resolver = tracker, stage, resolver
+        self.train_storage = train_storage
+        self._runs: dict[str, str] = {}
+        self._status: dict[str, str] = {}
+
+    def __getstate__(self):
+        return {"tracker": self.tracker, "stage": self.stage, "resolver": self.resolver,
+                "train_storage": self.train_storage}
+
+    def _step_of(self, result) -> int:
+        key = "step" if self.stage == "pretrain" else "epoch"
+        try:
+            return int(result.get(key, result.get("training_iteration", 0)))
+        except (TypeError, ValueError):
+            return int(result.get("training_iteration", 0) or 0)
+
+    def _backfill(self, rid: str, trial, result) -> None:
+        """A resumed trial: log the reports that workers made before the interruption but this
+        driver never received (they are in the Train checkpoint's history); steps already logged are skipped."""
+        key = self.resolver(trial.config)[0]
+        ck = result.get("checkpoint_path")
+        if not ck or not Path(ck).is_dir():
+            storage = getattr(self, "train_storage", "")
+            cks = sorted(Path(storage, key).glob("checkpoint_*")) if storage else []
+            ck = str(cks[-1]) if cks else None
+        if not ck:
+            return
+        try:
+            from gdna.train.checkpoint import load_state
+
+            history = load_state(ck).get("history") or []
+        except Exception:  # noqa: BLE001 - best effort: the final metrics are logged regardless
+            return
+        for h in history:
+            self.tracker.log_metrics(rid, numeric_metrics(h), self._step_of(h))
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._runs, self._status = {}, {}
+
+    def _run(self, trial) -> str:
+        rid = self._runs.get(trial.trial_id)
+        if rid is None:
+            key, trial_dict, meta, run_name = self.resolver(trial.config)
+            rid = self.tracker.trial_run(
+                self.stage, key, run_name=run_name, tags=trial_tags(meta, key),
+                params={**trial_params(trial_dict, meta.get("strategy", "")), **meta.get("params", {})},
+                config=trial_dict,
+            )
+            self._runs[trial.trial_id] = rid
+        return rid
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.tracker.set_status(self._run(trial), "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rid = self._run(trial)
+        self.tracker.log_metrics(rid, numeric_metrics(result), self._step_of(result))
+        if result.get("final") and self.tracker.resumed(rid):
+            self._backfill(rid, trial, result)
+        ck = result.get("export_path") or result.get("checkpoint_path")
+        if ck:
+            self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
+        st = result.get("status")
+        if result.get("final"):
+            self._status[trial.trial_id] = st if st in ("finished", "diverged") else "finished"
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        rid = self._run(trial)
+        st = self._status.get(trial.trial_id)
+        extra = {}
+        if st is None:
+            last = trial.last_result or {}
+            st = last.get("status") if last.get("status") in ("finished", "diverged") else "finished"
+            if not last.get("final"):
+                extra["gdna.early_stopped"] = "true"  # stopped by the scheduler (ASHA)
+        self.tracker.set_status(rid, st, **extra)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        rid = self._run(trial)
+        err = getattr(trial, "error_file", None)
+        self.tracker.set_status(rid, "errored", **({"gdna.error_file": err} if err else {}))
