@@ -133,7 +133,10 @@ def cmd_ui(args) -> int:
         return 0
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
     cmd = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI for sweep {args.name}: http://{args.host}:{args.port}  (experiment '{args.name}')")
+    from gdna.tracking import runs_table_url
+
+    url = runs_table_url(f"http://{args.host}:{args.port}", uri, args.name)
+    print(f"MLflow UI for sweep {args.name}: {url}  (experiment '{args.name}': its runs table)")
     print(" ".join(cmd), flush=True)
     if args.print_only:
         return 0

@@ -39,7 +39,8 @@ class SweepRunner:
         self.dir = spec.sweep_dir()
         self.plan = build_plan(spec)
         self.state = SweepState(spec, out)
-        self.tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), self.dir))
+        self.tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), self.dir),
+                                    description=spec.description)
         self.errors: list[str] = []
         self.rows: list[dict] = []
 
