@@ -146,7 +146,8 @@ class Strategy:
 
 
 ARCHITECTURES: Registry[Architecture] = Registry(
-    "architecture", ("gdna.models.transformer", "gdna.models.hyena", "gdna.models.mamba"), "gdna.architectures")
+    "architecture", ("gdna.models.transformer", "gdna.models.hyena", "gdna.models.mamba", "gdna.models.cnn"),
+    "gdna.architectures")
 TASK_KINDS: Registry[TaskKind] = Registry(
     "task kind", ("gdna.data.greatapes", "gdna.data.genomic_benchmarks"), "gdna.task_kinds")
 CORPORA: Registry[Corpus] = Registry("corpus", ("gdna.data.corpora",), "gdna.corpora")
