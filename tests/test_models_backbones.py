@@ -7,8 +7,9 @@ import torch
 from gdna.config import ModelConfig
 from gdna.data.tokenizer import PAD_ID, VOCAB_SIZE
 from gdna.models import build_model
+from gdna.registry import ARCHITECTURES
 
-ARCHS = ("transformer", "hyena", "mamba")
+ARCHS = ARCHITECTURES.names()  # every registered architecture (a new one is tested without edits here)
 
 
 def tiny(arch: str, **kw) -> ModelConfig:

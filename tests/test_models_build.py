@@ -10,8 +10,9 @@ from gdna.config import PAPER_PARAM_BUDGET, ModelConfig
 from gdna.errors import ConfigError
 from gdna.models import build_model, count_params, describe, load_backbone, resolve_dims, solve_width
 from gdna.models.build import count_backbone_params
+from gdna.registry import ARCHITECTURES
 
-ARCHS = ("transformer", "hyena", "mamba")
+ARCHS = ARCHITECTURES.names()  # every registered architecture (a new one is tested without edits here)
 
 
 def test_param_counts_at_the_paper_budget_are_within_3_percent():

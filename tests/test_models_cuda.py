@@ -6,6 +6,7 @@ import torch
 
 from gdna.config import ModelConfig
 from gdna.models import build_model, kernels
+from gdna.registry import ARCHITECTURES
 
 CUDA = torch.cuda.is_available()
 needs_flash = pytest.mark.skipif(not (CUDA and kernels.has_flash_attn()),
@@ -66,7 +67,7 @@ def test_causal_conv1d_matches_pure_conv(K):
 
 
 @needs_cuda
-@pytest.mark.parametrize("arch", ["transformer", "hyena", "mamba"])
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
 def test_models_run_on_cuda_like_on_cpu(arch):
     """Whatever kernels are installed, a CUDA forward agrees with the CPU one (fp32)."""
     torch.manual_seed(0)
