@@ -103,7 +103,7 @@ def bench_scan(device: str, repeats: int, batches=(1, 2, 16)) -> None:
             fwd = timeit({"ref": lambda: kernels.selective_scan_reference(*xs, delta_softplus=True),
                           "chunked": lambda: kernels.selective_scan_chunked(*xs, delta_softplus=True)}, rounds,
                          device=device)
-        print(f"  B={Bsz}: chunk {kernels._auto_chunk(L, Bsz * N * D)}, max rel err {err:.1e}")
+        print(f"  B={Bsz}: chunk {kernels.auto_chunk(L, Bsz * N * D)}, max rel err {err:.1e}")
         print(ratio_line(f"fwd B={Bsz}", "per-step", fwd["ref"], "chunked", fwd["chunked"], "speed-up"))
         if i < 2:  # the per-step backward is very slow (seconds per call from B=16)
             gs = scan_inputs(Bsz, D, L, N, device, requires_grad=True)

@@ -116,7 +116,9 @@ class TaskKind:
     check: Callable[[Path, str], str | None]  # None when the task's data is there, else one line on why not
     files: Callable[[Path, str], list[Path]]  # every file the task's examples come from (data fingerprint)
     datasets: Callable[..., tuple]  # (DataConfig, seed) → (train_ds, val_ds, test_ds, n_classes)
-    corpus: Callable[..., tuple]  # (DataConfig, seed) → (train sequences, val sequences) for causal-LM corpora
+    corpus: Callable[..., tuple]  # (DataConfig, task, seed) → (train sequences, val sequences) for causal-LM corpora
+    discover: Callable[[Path], list[str]] = lambda root: []  # the tasks of this kind under a data root
+    summary: Callable[[Path, str], list[str]] = lambda root, task: []  # lines for `gdna data summary`
     fallback: bool = False
     describe: str = ""
 

@@ -170,11 +170,11 @@ def test_chunked_scan_half_inputs_computed_in_fp32(dtype):
 def test_auto_chunk_follows_the_state_size():
     """8 chunks side by side for the bench's 2·16·256 state (T = 16, super-block of 128 positions); a state
     big enough on its own gets one chunk per super-block (a plain blocked scan); L caps T."""
-    assert scan._auto_chunk(1024, 2 * 16 * 256) == 16
+    assert scan.auto_chunk(1024, 2 * 16 * 256) == 16
     assert scan._blocking(1024, 16, 2 * 16 * 256, 4) == (8, 128, 1024)
-    T = scan._auto_chunk(1024, 8 * 16 * 1536)
+    T = scan.auto_chunk(1024, 8 * 16 * 1536)
     assert scan._blocking(1024, T, 8 * 16 * 1536, 4)[0] == 1
-    assert scan._auto_chunk(3, 24) == 3
+    assert scan.auto_chunk(3, 24) == 3
 
 
 def test_chunked_scan_in_and_out_of_inference_mode():

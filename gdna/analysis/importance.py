@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from gdna.analysis.tables import pretrained_rows
+
 # column in the run frame → (name in the study, kind)
 CANDIDATE_PARAMS = {
     "arch": "categorical",
@@ -104,7 +106,7 @@ def param_importances(df: pd.DataFrame, seed: int = 0, scope: str = "all runs",
 
     runs = df[df["ok"]].dropna(subset=["test_acc"]).copy()
     if "context_len" in runs and "strategy" in runs:  # defined only where there was a pretraining
-        runs.loc[runs["strategy"] == "scratch", "context_len"] = pd.NA
+        runs.loc[~pretrained_rows(runs), "context_len"] = pd.NA
     excluded: dict[str, str] = {}
     partial: list[str] = []
     candidates = []
@@ -147,7 +149,7 @@ def param_importances(df: pd.DataFrame, seed: int = 0, scope: str = "all runs",
         for p in partial:
             sub = df[df["ok"]].copy()
             if p == "context_len" and "strategy" in sub:
-                sub = sub[sub["strategy"] != "scratch"]
+                sub = sub[pretrained_rows(sub)]
             sub = sub[sub[p].notna()]
             result.subsets.append(param_importances(sub, seed, scope=f"runs with {p} ({len(sub)})", subsets=False))
     return result

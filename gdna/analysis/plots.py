@@ -23,12 +23,16 @@ from gdna.analysis.tables import markdown_table, ordered, select_on_validation, 
     varying_config_keys  # noqa: E402
 from gdna.registry import ARCHITECTURES  # noqa: E402
 
-ARCH_STYLE = {  # colour-blind safe (Okabe–Ito), one marker each
-    "transformer": ("#0072B2", "o"),
-    "hyena": ("#E69F00", "s"),
-    "mamba": ("#009E73", "^"),
-}
-OTHER_COLOURS = ("#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+# colour-blind safe (Okabe–Ito) colours and markers, given to the architectures in registration order
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def arch_style(arch: str, j: int) -> tuple[str, str]:
+    """(colour, marker) of an architecture: by its registry position, else by its position `j` in the plot."""
+    names = ARCHITECTURES.names()
+    i = names.index(arch) if arch in names else len(names) + j
+    return COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]
 PAPER_RC = {"font.family": "serif", "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
             "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
             "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 200}
@@ -75,7 +79,7 @@ def plot_lr_sensitivity(curves: pd.DataFrame, title: str | None = None,
                 line = sub[sub["arch"] == arch].sort_values("lr")
                 if line.empty:
                     continue
-                colour, marker = ARCH_STYLE.get(arch, (OTHER_COLOURS[j % len(OTHER_COLOURS)], "D"))
+                colour, marker = arch_style(arch, j)
                 ax.fill_between(line["lr"], 100 * line["test_min"], 100 * line["test_max"],
                                 color=colour, alpha=0.18, linewidth=0)
                 ax.plot(line["lr"], 100 * line["test_mean"], color=colour, marker=marker, markersize=4,

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from gdna.registry import ARCHITECTURES, STRATEGIES
+from gdna.registry import ARCHITECTURES, STRATEGIES, corpus_of
 
 CONFIG_KEYS = ("lr", "batch_size", "context_len")
 UNIT_KEYS = ("seed", "fold")  # one repetition of a configuration
@@ -113,15 +113,20 @@ def human_regulatory_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pretrained_rows(df: pd.DataFrame) -> pd.Series:
+    """Rows of strategies that start from a pretraining (their strategy names a corpus)."""
+    return df["strategy"].map(lambda s: s in STRATEGIES and corpus_of(s) is not None).astype(bool)
+
+
 def has_context_axis(df: pd.DataFrame) -> bool:
     """True when pretrained runs span more than one pretraining context length."""
-    pretrained = df[df["ok"] & (df["strategy"] != "scratch")]
+    pretrained = df[df["ok"] & pretrained_rows(df)]
     return "context_len" in df and pretrained["context_len"].nunique() > 1
 
 
 def context_len_tables(df: pd.DataFrame) -> pd.DataFrame:
     """Table 5: per (arch, task, strategy, context_len) of pretrained runs, selected on validation."""
-    pretrained = df[df["strategy"] != "scratch"]
+    pretrained = df[pretrained_rows(df)]
     if not has_context_axis(df):
         return pd.DataFrame()
     keys = [k for k in varying_config_keys(pretrained) if k != "context_len"]

@@ -251,8 +251,20 @@ def _check(root: Path, task: str) -> str | None:
     return f"unknown task {task!r}: no {task_dir(root, task) / 'train'} (available: {have})"
 
 
+def _summary(root: Path, name: str) -> list[str]:
+    task = load_task(root, name)
+    lines = [f"classes {', '.join(task.classes)}"]
+    for split_name, split in (("train", task.train), ("test", task.test)):
+        counts = np.bincount(split.labels, minlength=task.n_classes)
+        per_class = ", ".join(f"{c}={n}" for c, n in zip(task.classes, counts))
+        lens = split.lengths
+        lines.append(f"{split_name:5s} {len(split):7d}  ({per_class})  length {lens.min()}-{lens.max()}")
+    return lines
+
+
 TASK_KINDS.register(TaskKind(
     name="genomic_benchmarks", serves=lambda task: bool(task) and "/" not in task, classes=_classes, check=_check,
     files=task_files, datasets=classification_datasets, corpus=task_clm_sequences, fallback=True,
+    discover=list_tasks, summary=_summary,
     describe="<data_root>/genomic_benchmarks/<task>/{train,test}/<class>/<id>.txt",
 ))

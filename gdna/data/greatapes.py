@@ -192,5 +192,9 @@ TASK_KINDS.register(TaskKind(
     check=_check,
     files=lambda root, task: [p for f in greatapes_fastas(root) for p in (f, f.with_name(f.name + ".fai")) if p.is_file()],
     datasets=classification_datasets, corpus=clm_sequences,
+    discover=lambda root: [TASK] if len(greatapes_fastas(root)) >= 2 else [],
+    summary=lambda root, task: [f"species {', '.join(f.stem for f in greatapes_fastas(root))}"] + [
+        f"{f.stem}: {len(r.lengths)} records, {sum(r.lengths.values()):,} bp"
+        for f, r in ((f, FastaReader(f)) for f in greatapes_fastas(root))],
     describe="species classification: <data_root>/greatapes/<species>.fa, aligned blocks split by block",
 ))

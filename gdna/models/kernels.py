@@ -188,7 +188,7 @@ def causal_depthwise_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bia
 # ---------------------------------------------------------------------------------------------
 # Selective scan (Mamba): the pure-PyTorch paths live in gdna/models/scan.py
 
-from gdna.models.scan import _auto_chunk, selective_scan_chunked, selective_scan_reference  # noqa: E402,F401
+from gdna.models.scan import auto_chunk, selective_scan_chunked, selective_scan_reference  # noqa: E402,F401
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -62,7 +62,7 @@ def _scan_epilogue(y, u, D, z, out_dtype):
     return y.to(out_dtype)
 
 
-def _auto_chunk(L: int, state_numel: int = 2 * 16 * 256, itemsize: int = 4) -> int:
+def auto_chunk(L: int, state_numel: int = 2 * 16 * 256, itemsize: int = 4) -> int:
     """Chunk length T for a (B, N, D) state of `state_numel` elements (L only caps it).
 
     A super-block holds P ≈ _BLOCK_BYTES / (state bytes) positions; it is cut into the fewest chunks
@@ -314,7 +314,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
                            chunk_size: int | None = None):
     """Pure-PyTorch selective scan as a cache-blocked two-level recurrence; same semantics as mamba_ssm.
 
-    `chunk_size` is the chunk length T (default _auto_chunk). The sequence is cut into super-blocks of
+    `chunk_size` is the chunk length T (default auto_chunk). The sequence is cut into super-blocks of
     P = nc·T positions (nc chunks of T steps, P·B·N·D ≈ _BLOCK_BYTES), processed one after another with
     the state carried between them. Per super-block (_Plan.decays / _Plan.states):
       0. E = exp2(Δ·A·log2 e) = exp(ΔA) and X = Δu ⊗ B for its P positions, written into the same few
@@ -341,7 +341,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     """
     out_dtype = u.dtype
     dt, u_, delta, A_ = _scan_prologue(u, delta, A, D, z, delta_bias, delta_softplus)
-    T = chunk_size or _auto_chunk(u_.shape[-1], u_.shape[0] * A_.shape[1] * u_.shape[1], u_.element_size())
+    T = chunk_size or auto_chunk(u_.shape[-1], u_.shape[0] * A_.shape[1] * u_.shape[1], u_.element_size())
     with torch.autocast(device_type=u.device.type, enabled=False):  # the scan itself is always fp32/fp64
         y = _ChunkedScan.apply(u_, delta, A_, B.to(dt), C.to(dt), T)
     return _scan_epilogue(y, u_, D, z, out_dtype)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from gdna.train.trainer import EVENTS_FILE  # noqa: E402  (a constant; trainer imports no torch)
+from gdna.train.events import EVENTS_FILE, append_line
 
 
 class Runtime:
@@ -87,7 +87,7 @@ class RayRuntime(Runtime):
         path = f"{self._storage.experiment_fs_path}/{EVENTS_FILE}"
         line = json.dumps(event, sort_keys=True) + "\n"
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
-            _append_local(Path(path), line)
+            append_line(Path(path), line)
             return
         old = b""
         with contextlib.suppress(FileNotFoundError, OSError):
@@ -126,12 +126,4 @@ class LocalRuntime(Runtime):
         yield str(existing[-1]) if existing else None
 
     def log_event(self, event: dict[str, Any]) -> None:
-        _append_local(self.run_dir / EVENTS_FILE, json.dumps(event, sort_keys=True) + "\n")
-
-
-def _append_local(path: Path, line: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:  # O_APPEND: one write per line, never interleaved
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+        append_line(self.run_dir / EVENTS_FILE, json.dumps(event, sort_keys=True) + "\n")

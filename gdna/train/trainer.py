@@ -9,19 +9,18 @@ failures within one `fit()` are retried (FailureConfig.max_failures) from the sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from gdna.config import ResourcesConfig, TrialConfig
+from gdna.train.events import EVENTS_FILE, count_training_starts, read_events, run_dir  # noqa: F401 (the trainer's API)
 
 # Train V2's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which
 # is also the latency of every ray.train.report; gdna's default is much lower unless the user set it.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.2"
 CHECKPOINTS_TO_KEEP = 2
-EVENTS_FILE = "events.jsonl"  # in the run dir: one JSON line per training start / end / re-report
 
 
 def resolve_trial(trial: TrialConfig) -> TrialConfig:
@@ -100,27 +99,3 @@ def run_trial(
     trainer = build_trainer(trial, resources, name, storage_path, callbacks, verbose=verbose, log_level=log_level)
     result = trainer.fit()
     return dict(result.metrics or {})
-
-
-def run_dir(storage_path: str, name: str) -> Path:
-    return Path(storage_path).expanduser().resolve() / name
-
-
-def read_events(storage_path: str, name: str) -> list[dict[str, Any]]:
-    path = run_dir(storage_path, name) / EVENTS_FILE
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line after a hard kill
-    return out
-
-
-def count_training_starts(storage_path: str, name: str) -> int:
-    """How many times training (re)started in run `<storage_path>/<name>` (rank 0's start events)."""
-    return sum(1 for e in read_events(storage_path, name) if e.get("event") == "start")
