@@ -52,9 +52,10 @@ def file_fingerprint(path: Path, save: bool = True) -> str:
 
 def files_fingerprint(files: Iterable[Path], root: Path | None = None) -> str:
     """One 12-hex-digit fingerprint of several files; names are taken relative to `root` when inside it."""
-    root = Path(root).resolve() if root is not None else None
+    # names from absolute paths without resolving links: a root of symlinks to the same files names them alike
+    root = Path(os.path.abspath(root)) if root is not None else None
     entries = []
-    for p in sorted({Path(f).resolve() for f in files}):
+    for p in sorted({Path(os.path.abspath(f)) for f in files}):
         try:
             name = str(p.relative_to(root)) if root is not None else p.name
         except ValueError:

@@ -89,3 +89,24 @@ def test_paper_recipe():
 
 def test_flatten():
     assert flatten({"train": {"lr": 1e-3}, "x": 1}) == {"train.lr": 1e-3, "x": 1}
+
+
+def test_the_paper_grid_file_is_the_paper_numbers_of_config():
+    """search_spaces/paper_grid.yaml and sweeps/paper_table1.yaml say what gdna.config defines, nowhere else."""
+    import yaml
+
+    from gdna.config import (PAPER_BATCH_SIZES, PAPER_LRS, PAPER_N_LAYERS, PAPER_PARAM_BUDGET, PAPER_PRETRAIN_STEPS,
+                             PAPER_SEEDS)
+    from gdna.sweep.spec import REPO_ROOT, load_search_space, load_spec
+
+    grid = load_search_space("paper_grid")
+    assert tuple(grid.axes()["train.lr"]) == PAPER_LRS
+    assert tuple(grid.axes()["train.batch_size"]) == PAPER_BATCH_SIZES
+    assert tuple(grid.seeds) == PAPER_SEEDS and grid.folds == "paired"
+    spec = load_spec(REPO_ROOT / "sweeps" / "paper_table1.yaml", check_data=False)
+    model = next(iter(spec.overrides.models.values()))
+    assert (model.n_layers, model.param_budget, model.d_model) == (PAPER_N_LAYERS, PAPER_PARAM_BUDGET, None)
+    assert spec.pretrain.steps == PAPER_PRETRAIN_STEPS
+    raw = yaml.safe_load((REPO_ROOT / "sweeps" / "paper_table1.yaml").read_text())
+    assert not set(raw.get("train", {})) & {"epochs", "patience", "weight_decay", "warmup_frac", "min_lr"}, \
+        "the recipe comes from gdna.config / gdna.strategies, not from the sweep file"

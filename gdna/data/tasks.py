@@ -5,7 +5,6 @@ The loop, the plan and the analysis call these; each task kind (Genomic Benchmar
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -42,9 +41,9 @@ def task_problem(root: Path, task: str) -> str | None:
     return task_kind(task).check(Path(root), task)
 
 
-@functools.lru_cache(maxsize=64)
 def task_fingerprint(root: str, task: str) -> str:
-    """Fingerprint of every file the task's examples come from (gdna.fingerprint), cached per process."""
+    """Fingerprint of every file the task's examples come from (gdna.fingerprint: one stat per file once
+    the content hashes are cached)."""
     return files_fingerprint(task_kind(task).files(Path(root), task), Path(root))
 
 
