@@ -80,6 +80,14 @@ class Registry(Generic[E]):
             raise ConfigError(f"{where}unknown {self.kind} {name!r} (choose from {', '.join(self._entries)})") from None
 
 
+def below_one(settings: Any, *keys: str) -> str | None:
+    """An `Architecture.check` helper: the message for the first of `keys` whose setting is < 1, else None."""
+    for k in keys:
+        if getattr(settings, k) < 1:
+            return f"model.{k}: must be ≥ 1, got {getattr(settings, k)}"
+    return None
+
+
 def _origin(entry: Any) -> str:
     fn = getattr(entry, "build", None) or getattr(entry, "datasets", None)
     return getattr(fn, "__module__", "") or type(entry).__module__

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from fault_injection import InjectedFailure, run_failing
@@ -23,6 +22,7 @@ from gdna.train.export import export_file
 from gdna.train.loop import run
 from gdna.train.runtime import LocalRuntime
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 TASK = "human_enhancers_cohn"
 
 
@@ -85,14 +85,6 @@ def _trial(root: Path, storage: Path, init_from: str) -> TrialConfig:
         train=TrainConfig(objective="cls", lr=3e-3, batch_size=32, epochs=3, seed=0),
         init_checkpoint=str(export_file(storage / "pretrain" / init_from)), init_from=init_from,
     ).validate()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_in_flight_trial_resumes_through_a_moved_storage_and_data_root(tmp_path, data_root):

@@ -8,22 +8,15 @@ import json
 import pytest
 import torch
 
+from fault_injection import InjectedFailure, run_failing
 from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from gdna.train import checkpoint as C
-from fault_injection import InjectedFailure, run_failing
 from gdna.train.export import DONE_FILE, EXPORT_FILE
 from gdna.train.loop import initial_model, run
 from gdna.train.runtime import LocalRuntime
 from gdna.train.trainer import count_training_starts, read_events
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Ray workers run with one thread; so do these tests (and 2 shared cores thrash otherwise)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cls_trial(data_root, **train) -> TrialConfig:

@@ -132,10 +132,7 @@ def _parse(text: str, annotation: str, where: str):
 def split_data(unit: SplitUnit):
     """(train, val, test, n_classes), each part (sequences as str, labels int64), from the same
     `classification_datasets` call a fine-tuning trial makes."""
-    try:  # the task registry (gdna.data.tasks) dispatches on the task kind
-        from gdna.data.tasks import classification_datasets
-    except ImportError:  # before the registry: the Genomic Benchmarks module dispatched itself
-        from gdna.data.genomic_benchmarks import classification_datasets
+    from gdna.data.tasks import classification_datasets  # the task's kind builds them (gdna.registry)
 
     train_ds, val_ds, test_ds, n_classes = classification_datasets(unit.data, unit.seed)
     return (*(_texts_and_labels(ds) for ds in (train_ds, val_ds, test_ds)), int(n_classes))

@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from gdna.models import kernels
 from gdna.models.layers import MLP, MLP_KINDS, Backbone, RMSNorm, default_hidden
-from gdna.registry import ARCHITECTURES, Architecture
+from gdna.registry import ARCHITECTURES, Architecture, below_one
 
 
 @dataclass(frozen=True)
@@ -260,10 +260,7 @@ def hyena_backbone(vocab_size: int, d_model: int, n_layers: int, d_hidden: int, 
 def _check(s: HyenaSettings, d_model: int | None) -> str | None:
     if s.mlp not in MLP_KINDS:
         return f"model.mlp: unknown mlp {s.mlp!r} (choose from {', '.join(MLP_KINDS)})"
-    for k in ("hyena_order", "hyena_filter_dim", "hyena_short_conv"):
-        if getattr(s, k) < 1:
-            return f"model.{k}: must be ≥ 1, got {getattr(s, k)}"
-    return None
+    return below_one(s, "hyena_order", "hyena_filter_dim", "hyena_short_conv")
 
 
 ARCHITECTURES.register(Architecture(

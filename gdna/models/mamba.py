@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from gdna.models import kernels
 from gdna.models.layers import Backbone, RMSNorm
-from gdna.registry import ARCHITECTURES, Architecture
+from gdna.registry import ARCHITECTURES, Architecture, below_one
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,11 @@ def mamba_backbone(vocab_size: int, d_model: int, n_layers: int, d_inner: int, d
     return Backbone(vocab_size, d_model, blocks, dropout, n_layers)
 
 
-def _check(s: MambaSettings, d_model: int | None) -> str | None:
-    for k in ("d_state", "d_conv", "expand"):
-        if getattr(s, k) < 1:
-            return f"model.{k}: must be ≥ 1, got {getattr(s, k)}"
-    return None
-
-
 ARCHITECTURES.register(Architecture(
     name="mamba", settings=MambaSettings,
     build=lambda vocab, d, n_layers, inner, s, dropout: mamba_backbone(vocab, d, n_layers, inner, s.d_state,
                                                                        s.d_conv, dropout),
     default_inner=lambda s, d: s.expand * d,
-    check=_check,
+    check=lambda s, d_model: below_one(s, "d_state", "d_conv", "expand"),
     describe=lambda s, dims: f"d_inner={dims.d_inner} d_state={s.d_state}",
 ))
