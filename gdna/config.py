@@ -220,6 +220,9 @@ def finetune_recipe(strategy: str, **overrides: Any) -> TrainConfig:
     return dataclasses.replace(TrainConfig(objective="cls", **recipe), **overrides)
 
 
+RUNNERS = ("train", "inline")  # ResourcesConfig.runner
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
     """Ray resources. Fractions are allowed (2-core laptops); on a GPU cluster set gpus_per_worker: 1."""
@@ -230,6 +233,10 @@ class ResourcesConfig:
     cpus_per_trial: float = 0.1  # the Tune function trainable that drives the TorchTrainer
     max_concurrent_trials: int = 0  # 0 → as many as resources allow
     max_failures: int = 1  # Ray Train worker-group restarts per trial, from the last checkpoint
+    # How a trial trains: "train" = a Ray Train TorchTrainer (its own controller + worker processes, DDP);
+    # "inline" = the same loop inside the Tune trial's own process, reused by the next trial (no process
+    # starts per trial: the fast path for 1-worker trials); only with workers_per_trial 1.
+    runner: str = "train"
 
     def validate(self, where: str = "resources") -> "ResourcesConfig":
         _positive(f"{where}.workers_per_trial", self.workers_per_trial)
@@ -240,6 +247,11 @@ class ResourcesConfig:
             raise ConfigError(f"{where}.gpus_per_worker: must be ≥ 0, got {self.gpus_per_worker}")
         if self.max_concurrent_trials < 0:
             raise ConfigError(f"{where}.max_concurrent_trials: must be ≥ 0, got {self.max_concurrent_trials}")
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"{where}.runner: must be one of {', '.join(RUNNERS)}, got {self.runner!r}")
+        if self.runner == "inline" and self.workers_per_trial != 1:
+            raise ConfigError(f"{where}.runner: inline runs one worker in the trial's own process, but workers_per_trial "
+                              f"is {self.workers_per_trial} (use runner: train for DDP trials)")
         return self
 
 

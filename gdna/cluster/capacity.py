@@ -20,6 +20,8 @@ DEFAULT_AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
 
 def trial_demand(r: Any) -> dict[str, float]:
     """Resources one trial holds while it runs (r: a ResourcesConfig or anything with its fields)."""
+    if getattr(r, "runner", "train") == "inline":  # trains in the trial's own process: no separate driver
+        return {"CPU": float(r.cpus_per_worker), "GPU": float(r.gpus_per_worker or 0.0)}
     w = int(r.workers_per_trial)
     return {"CPU": float(r.cpus_per_trial) + w * float(r.cpus_per_worker), "GPU": w * float(r.gpus_per_worker or 0.0)}
 

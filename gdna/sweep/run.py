@@ -21,14 +21,15 @@ from pathlib import Path
 import yaml
 
 from gdna.errors import ConfigError
-from gdna.sweep import ray_env, search
+from gdna.sweep import live, ray_env, search
 from gdna.sweep.plan import build_plan, select_pretraining
 from gdna.sweep.spec import SweepSpec, spec_from_dict
 from gdna.sweep.state import SweepState
 from gdna.sweep.summary import format_table, result_row
-from gdna.sweep.trainable import Resolver, trainable
+from gdna.sweep.trainable import Resolver, inline_resources, trainable
 from gdna.tracking import SweepTracker, default_artifact_location, numeric_metrics, trial_params, trial_tags
 from gdna.train.export import export_file, read_export_metrics
+from gdna.train.trainer import CHECKPOINTS_TO_KEEP
 
 
 class SweepRunner:
@@ -48,17 +49,25 @@ class SweepRunner:
         self.state.prepare(self.resume)
         print(self.plan.describe(), file=self.out, flush=True)
         t0 = time.time()
-        ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
-        try:
-            ok = True
-            if self.plan.pretrain:
-                ok = self.run_pretrain()
-            if ok:
-                ok = self.run_finetune()
-        finally:
-            import ray
+        log = self.dir / live.RAY_LOG
+        if self.spec.verbose < 2:
+            print(f"Ray's own output (warnings, status tables): {log} (verbose: 2 shows it here)", file=self.out, flush=True)
+        caller_out = self.out
+        with live.ray_output(log, self.spec.verbose, self.out) as self.out:  # fd 1/2 → ray.log (verbose < 2)
+            try:
+                ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
+                try:
+                    ok = True
+                    if self.plan.pretrain:
+                        ok = self.run_pretrain()
+                    if ok:
+                        ok = self.run_finetune()
+                finally:
+                    import ray
 
-            ray.shutdown()
+                    ray.shutdown()
+            finally:
+                self.out = caller_out
         self.print_summary()
         print(f"sweep {self.spec.name}: {'done' if ok and not self.errors else 'FAILED'} in {time.time() - t0:.0f} s; "
               f"MLflow: {self.spec.tracking()} (gdna ui {self.spec.name} --storage {self.spec.storage_dir()})",
@@ -132,10 +141,13 @@ class SweepRunner:
 
         spec, r = self.spec, self.spec.resources
         train_storage = str(self.dir / "train")
+        inline = r.runner == "inline"  # the loop in the trial's own (reused) process, else a TorchTrainer per trial
         fn = tune.with_resources(
             tune.with_parameters(trainable, resolver=resolver, resources=r.__dict__.copy(), train_storage=train_storage),
-            {"cpu": r.cpus_per_trial},
+            inline_resources(r) if inline else {"cpu": r.cpus_per_trial},
         )
+        total = len(space["job"]["grid_search"]) if stage == "pretrain" else self.plan.n_finetune
+        print(f"stage {stage}: {total} trials, runner {r.runner}", file=self.out, flush=True)
         if restorable:
             print(f"stage {stage}: resuming {exp}", file=self.out, flush=True)
             tuner = tune.Tuner.restore(str(exp), fn, resume_unfinished=True, resume_errored=True)
@@ -147,12 +159,17 @@ class SweepRunner:
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=mode, num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
                     max_concurrent_trials=ray_env.max_concurrent(r),
+                    reuse_actors=inline,  # inline: the next trial runs in the finished one's process
                 ),
                 run_config=tune.RunConfig(
                     name=stage, storage_path=str(self.dir / "tune"),
                     failure_config=tune.FailureConfig(max_failures=r.max_failures),
-                    callbacks=[MLflowTrackingCallback(self.tracker, stage, resolver, train_storage)],
-                    progress_reporter=search.reporter(self.plan, stage), verbose=spec.verbose,
+                    callbacks=[MLflowTrackingCallback(self.tracker, stage, resolver, train_storage),
+                               live.LiveView(stage, resolver, total, metric, mode)],
+                    # Tune's tables: into ray.log (live.ray_output), or here with verbose 2
+                    progress_reporter=search.reporter(self.plan, stage), verbose=max(1, spec.verbose),
+                    # inline trials' checkpoints are Tune's (the same number kept as a TorchTrainer keeps)
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
                 ),
             )
         results = tuner.fit()

@@ -83,6 +83,9 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
         final["gdna_replayed"] = True
         tune.report(final)
         return
+    if resources.get("runner") == "inline":  # the loop in this process (reused by Tune for the next trial)
+        _write_marker(marker, run_inline(trial, from_dict(ResourcesConfig, resources), key, train_storage))
+        return
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from gdna.train.trainer import build_trainer
@@ -98,6 +101,44 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     if getattr(result, "checkpoint", None) is not None:
         metrics.setdefault("checkpoint_path", result.checkpoint.path)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, default=str))
+    tmp.replace(marker)
+
+def run_inline(trial: TrialConfig, resources: ResourcesConfig, key: str, train_storage: str) -> dict[str, Any]:
+    """`resources.runner: inline`: `gdna.train.loop.run` in this Tune trial's own process through a
+    `TuneRuntime` (reports via `tune.report`, Tune checkpoints, events in `<train_storage>/<key>/`), after
+    resetting what the previous trial of a reused process may have left (`fresh_process_state`)."""
+    import ray
+
+    from gdna.cluster.nodes import DRIVER_NODE_KEY, WORKER_IPS_KEY, WORKER_NODES_KEY
+    from gdna.train.events import run_dir
+    from gdna.train.loop import run
+    from gdna.train.runtime import TuneRuntime, fresh_process_state
+    from gdna.train.trainer import loop_config
+
+    device = fresh_process_state(resources.cpus_per_worker, gpu=resources.gpus_per_worker > 0)
+    node = ray.get_runtime_context().get_node_id()
+    extra = {DRIVER_NODE_KEY: node, WORKER_NODES_KEY: node, WORKER_IPS_KEY: ray.util.get_node_ip_address()}
+    rt = TuneRuntime(run_dir(train_storage, key), device=device, extra=extra)
+    final = run(loop_config(trial), rt)
+    metrics = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
+    if rt.last_checkpoint:
+        metrics["checkpoint_path"] = rt.last_checkpoint
+    return metrics
+
+
+def inline_resources(r: ResourcesConfig) -> dict[str, float]:
+    """What an inline trial requests from Tune: its one worker's CPUs and GPU (it trains in that
+    process: no separate driver, and no driver resource, so it runs where the GPUs are)."""
+    req = {"cpu": float(r.cpus_per_worker)}
+    if r.gpus_per_worker > 0:
+        req["gpu"] = float(r.gpus_per_worker)
+    return req
+
+
+def _write_marker(marker: Path, metrics: dict[str, Any]) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics, default=str))

@@ -1,9 +1,11 @@
-"""Where the training loop runs: inside a Ray Train worker (`RayRuntime`) or in-process (`LocalRuntime`).
+"""Where the training loop runs: inside a Ray Train worker (`RayRuntime`), inside a Tune trial's own
+process (`TuneRuntime`, `resources.runner: inline`) or in-process (`LocalRuntime`).
 
 The loop in `gdna.train.loop` is ONE code path; only these few operations differ: rank / world size /
 device, wrapping the model for DDP, all-reduce, `report(metrics, checkpoint_dir)`, the checkpoint to
 resume from, and where the run's `events.jsonl` lives. `LocalRuntime` exists for tests of the loop
-math and for the overhead benchmark; production runs always go through `RayRuntime` (TorchTrainer).
+math and for the overhead benchmark; sweeps go through `RayRuntime` (TorchTrainer, runner `train`) or
+`TuneRuntime` (runner `inline`).
 """
 from __future__ import annotations
 
@@ -95,6 +97,151 @@ class RayRuntime(Runtime):
                 old = f.read()
         with fs.open_output_stream(path) as f:  # object stores have no append: rewrite
             f.write(old + line.encode())
+
+
+class TuneRuntime(Runtime):
+    """Inside a Tune function trainable (runner `inline`): rank 0 of 1 in the trial's own process.
+
+    `report` → `ray.tune.report(metrics, checkpoint=...)`: the checkpoint directory (the same `state.pt`
+    a TorchTrainer run writes) becomes a Tune checkpoint of the trial, and the report carries its
+    persisted path as `checkpoint_path` (as Train's TuneReportCallback does). `resume_dir` yields the
+    newest complete checkpoint of this trial: Tune's (`ray.tune.get_checkpoint()`, restored by
+    `max_failures` retries and `Tuner.restore`) or, when the driver was killed before its experiment
+    state caught up, a newer one already persisted in the trial's own directory. Events go to
+    `run_dir/events.jsonl` (`<sweep>/train/<trial key>/`, where a TorchTrainer run of the trial writes
+    them), one `checkpoint` line per persisted checkpoint besides the loop's start / end lines.
+    `extra` is added to every report (the node the trial runs on)."""
+
+    def __init__(self, run_dir: str | os.PathLike, device: str | torch.device | None = None,
+                 extra: dict[str, Any] | None = None):
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device or "cpu")
+        self.extra = dict(extra or {})
+        self.last_checkpoint: str | None = None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        metrics = {**metrics, **self.extra}
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        if ckpt is not None:
+            path = _next_tune_checkpoint_path()
+            if path:
+                metrics["checkpoint_path"] = path
+        tune.report(metrics, checkpoint=ckpt)
+        if ckpt is not None:
+            persisted = tune.get_checkpoint()  # the session's latest: the one just persisted
+            self.last_checkpoint = persisted.path if persisted is not None else None
+            progress = {k: metrics[k] for k in ("epoch", "step") if k in metrics}
+            self.log_event({"event": "checkpoint", "path": self.last_checkpoint, **progress})
+
+    @contextlib.contextmanager
+    def resume_dir(self) -> Iterator[str | None]:
+        from ray import tune
+
+        ckpt = tune.get_checkpoint()
+        newer = _newer_persisted_checkpoint(ckpt.path if ckpt is not None else None)
+        if newer is not None:
+            yield newer
+            return
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield d
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        append_line(self.run_dir / EVENTS_FILE, json.dumps({**event, "pid": os.getpid()}, sort_keys=True) + "\n")
+
+
+# torch's default generator seed at process start (c10's default_rng_seed_val)
+TORCH_DEFAULT_SEED = 67280421310721
+
+
+def fresh_process_state(cpus: float, gpu: bool = False) -> torch.device:
+    """Put a reused trial process back into the state a fresh Ray worker process starts in, so that a
+    trial's result never depends on which trial ran before it in the process; returns the device.
+
+    - threads: what Ray gives a worker of `cpus` CPUs (OMP_NUM_THREADS = max(1, floor(cpus)), or the
+      user's OMP_NUM_THREADS);
+    - RNGs (torch, CUDA, numpy, python): reset to fixed states (the loop seeds them anyway before use);
+    - autograd on, no anomaly detection; CUDA: cached blocks freed, the trial's GPU (cuda:0 = Ray's
+      CUDA_VISIBLE_DEVICES) current.
+    Caches that stay are keyed by everything they depend on: task data by (root, task) (read-only),
+    the selective scan's scratch buffers and plans by shape and thread (each trial runs in a new thread)."""
+    import gc
+    import math
+    import random
+
+    import numpy as np
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(env) if env.isdigit() and int(env) > 0 else max(1, math.floor(cpus)))
+    torch.manual_seed(TORCH_DEFAULT_SEED)  # (also every CUDA device)
+    np.random.seed(0)
+    random.seed(0)
+    torch.set_grad_enabled(True)
+    torch.autograd.set_detect_anomaly(False)
+    gc.collect()
+    if gpu and torch.cuda.is_available():
+        torch.cuda.set_device(0)
+        torch.cuda.empty_cache()
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _tune_storage():
+    """The Tune session's StorageContext (Ray 2.60 private API), or None outside a Tune trial."""
+    try:
+        from ray.train._internal.session import get_session
+
+        return get_session().storage
+    except Exception:  # noqa: BLE001 - no session / another Ray version: the callers degrade gracefully
+        return None
+
+
+def _next_tune_checkpoint_path() -> str | None:
+    """Where `tune.report` will persist the checkpoint it is given (trial dir / checkpoint_<index + 1>)."""
+    st = _tune_storage()
+    try:
+        from ray.train._internal.storage import StorageContext
+
+        return f"{st.trial_fs_path}/{StorageContext._make_checkpoint_dir_name(st.current_checkpoint_index + 1)}"
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _newer_persisted_checkpoint(tune_path: str | None) -> str | None:
+    """A complete checkpoint in this trial's directory that is further on than Tune's `tune_path`.
+
+    Tune persists a trial's checkpoint (in the trial's process) before the driver records it, and the
+    driver saves its experiment state only every ≥ 10 s: a driver killed in between restores the trial
+    from an older checkpoint (or none). The newer one is on disk already (local / shared filesystems)."""
+    st = _tune_storage()
+    try:
+        trial_dir = Path(st.trial_fs_path)
+    except Exception:  # noqa: BLE001
+        return None
+    if not trial_dir.is_dir():
+        return None
+    from gdna.train.checkpoint import load_state
+
+    def progress(d: Path) -> tuple[int, int] | None:
+        try:
+            s = load_state(d)
+        except Exception:  # noqa: BLE001 - torn by a kill mid-copy, or not ours
+            return None
+        return (int(bool(s.get("done"))), int(s.get("step", 0)))
+
+    base = progress(Path(tune_path)) if tune_path and Path(tune_path).is_dir() else None
+    best, best_p = None, base
+    for d in sorted(trial_dir.glob("checkpoint_*")):
+        if not d.is_dir() or (tune_path and d.resolve() == Path(tune_path).resolve()):
+            continue
+        p = progress(d)
+        if p is not None and (best_p is None or p > best_p):
+            best, best_p = str(d), p
+    return best
 
 
 class LocalRuntime(Runtime):
