@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -140,7 +139,9 @@ def cmd_ui(args) -> int:
     print(" ".join(cmd), flush=True)
     if args.print_only:
         return 0
-    return subprocess.call(cmd)
+    from gdna.procs import run_in_group
+
+    return run_in_group(cmd)  # Ctrl-C / SIGTERM stop the server and all its workers
 
 
 def main(argv: list[str] | None = None) -> int:
