@@ -45,8 +45,9 @@ PAPER_PRETRAIN_CONTEXT_LENS = (1024,)
 
 
 def default_data_root() -> str:
-    """GDNA_DATA_ROOT, else ../shared/data beside the current directory."""
-    return os.environ.get("GDNA_DATA_ROOT") or str(Path("../shared/data").resolve())
+    """GDNA_DATA_ROOT, else ../shared/data beside the current directory; made absolute here, in the caller's
+    working directory (the sweep driver's: a Tune trial runs in another one)."""
+    return str(Path(os.environ.get("GDNA_DATA_ROOT") or "../shared/data").expanduser().resolve())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,9 +117,9 @@ def test_quickstart_plan(capsys, data_root):
     rc, out, err = _cli(capsys, "sweep", str(REPO / "sweeps" / "quickstart.yaml"), "--plan",
                         "--data-root", str(data_root), "--storage", "/nonexistent/gdna-plan")
     assert rc == 0, err
-    assert "3 groups × 1 lr × 1 context = 3 runs" in out
-    assert "12 cells × grid (train.lr 2 × train.batch_size 1 = 2 points) = 24 trials" in out
-    assert "total: 3 pretraining runs + 24 fine-tuning trials" in out
+    assert "4 groups × 1 lr × 1 context = 4 runs" in out
+    assert "16 cells × grid (train.lr 2 × train.batch_size 1 = 2 points) = 32 trials" in out
+    assert "total: 4 pretraining runs + 32 fine-tuning trials" in out
 
 
 def test_paper_table1_plan_without_data(tmp_path, capsys):
@@ -216,3 +216,25 @@ def test_relative_locations_are_fixed_at_load_time(tmp_path, monkeypatch, data_r
     assert spec.storage == str(tmp_path / "runs")
     monkeypatch.chdir(REPO)
     assert spec.pretrain_dir() == tmp_path / "runs" / "pretrain"
+
+
+@pytest.mark.parametrize("how", ["default", "relative env", "relative flag"])
+def test_the_data_root_is_fixed_in_the_driver(how, tmp_path, monkeypatch, data_root):
+    """The default ../shared/data (and a relative GDNA_DATA_ROOT / --data-root) resolve once, where the
+    driver starts: a Tune trial runs in another working directory and must read the same data."""
+    import os
+
+    monkeypatch.chdir(REPO)
+    rel = os.path.relpath(data_root, REPO)
+    monkeypatch.delenv("GDNA_DATA_ROOT", raising=False)
+    if how == "relative env":
+        monkeypatch.setenv("GDNA_DATA_ROOT", rel)
+    kw = {"data_root": rel} if how == "relative flag" else {}
+    if how == "default" and not (REPO.parent / "shared" / "data").is_dir():
+        pytest.skip("the default data root ../shared/data is not beside this checkout")
+    spec = load_spec(REPO / "sweeps" / "quickstart.yaml", storage=str(tmp_path / "runs"), **kw)
+    monkeypatch.chdir(tmp_path)  # what a Tune trial sees
+    monkeypatch.delenv("GDNA_DATA_ROOT", raising=False)
+    plan = build_plan(spec)
+    trial, _ = plan.finetune_trial(plan.cells[0], {"train.lr": 1e-3, "train.batch_size": 32}, {})
+    assert Path(spec.data_root) == Path(data_root).resolve() == trial.data.root()
