@@ -96,7 +96,12 @@ class Plan:
             return len(self.cells) * len(self.points)
         if s.searcher == "random":
             return len(self.cells) * len(self.points) * s.num_samples
-        return s.num_samples
+        return len(self.cells) * s.num_samples  # optuna: num_samples points per tuning cell × its seeds/folds
+
+    @property
+    def n_tuning_cells(self) -> int:
+        """arch × strategy × task (× pretraining context): what an adaptive searcher tunes separately."""
+        return len({(c.arch, c.strategy, c.task, c.context_len) for c in self.cells})
 
     def finetune_trial(self, cell: Cell, axes: Mapping[str, Any], selected: Mapping[str, str] | None) -> tuple[TrialConfig, str]:
         """The resolved fine-tuning TrialConfig of `cell` at search point `axes`, and its key.
@@ -165,8 +170,17 @@ class Plan:
         elif s.searcher == "random":
             how = f"× grid ({axes}) × {s.num_samples} random samples of {', '.join(s.distributions)}"
         else:
-            how = f"→ Optuna TPE, {s.num_samples} trials over cell × {', '.join(s.distributions)}"
+            nt = self.n_tuning_cells
+            slots = len(self.cells) // max(1, nt)
+            flight = s.points_in_flight or "auto"
+            how = (f"→ Optuna TPE per tuning cell (arch × strategy × task{' × context' if ctx else ''}): "
+                   f"{nt} cells × {s.num_samples} points of {' × '.join([*s.axes(), *s.distributions])} "
+                   f"(the first {min(s.n_startup_trials, s.num_samples)} random; {flight} in flight per cell) "
+                   f"× {slots} seed/fold(s) each")
         lines.append(f"stage 2 finetune: {cell_line} {how} = {self.n_finetune} trials")
+        if s.searcher == "optuna":
+            lines.append(f"    budget: {s.num_samples} points × {slots} seed/fold(s) = {s.num_samples * slots} trials per tuning "
+                         f"cell, the same for all {nt}; {self.n_finetune} in total; studies in {spec.sweep_dir() / 'optuna.db'}")
         by_strat: dict[str, int] = {}
         per_cell = self.n_finetune / max(1, len(self.cells))
         for c in self.cells:
@@ -179,7 +193,9 @@ class Plan:
             f" + {r.gpus_per_worker:g} GPU" if r.gpus_per_worker else "")
         lines.append(f"resources: {per_trial} per trial, max concurrent "
                      f"{r.max_concurrent_trials or 'auto (fit to the cluster)'}, max_failures {r.max_failures}; "
-                     f"scheduler {spec.scheduler}")
+                     f"scheduler {spec.scheduler}"
+                     + (f" (one per tuning cell, on epoch, grace period {spec.asha_grace_period})"
+                        if spec.scheduler == "asha" else ""))
         lines.append(f"total: {len(self.pretrain) - n_done} pretraining runs + {self.n_finetune} fine-tuning trials")
         return "\n".join(lines)
 

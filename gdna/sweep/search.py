@@ -2,7 +2,9 @@
 
 Pretraining: a grid over the pretraining jobs. Fine-tuning: a grid over the plan's cells (arch × strategy
 × task × seed × fold) × the search space's grid axes; `random` samples the distributions per grid point;
-`optuna` proposes (cell, axes, distributions) points with TPE.
+`optuna` runs one TPE study per tuning cell (arch × strategy × task), `num_samples` points each, every
+point evaluated on all the cell's seeds/folds (`gdna.sweep.cells.CellSearch`). `scheduler: asha` is one
+ASHA per tuning cell (`gdna.sweep.cells.CellScheduler`), on `epoch`, up to the cell's own epochs.
 """
 from __future__ import annotations
 
@@ -26,14 +28,11 @@ def finetune_space(plan: Plan) -> dict:
     from ray import tune
 
     s = plan.spec.space
+    if s.searcher == "optuna":  # the searcher proposes every config (cell + point)
+        return {}
     cells = [c.id for c in plan.cells]
-    axes = s.axes()
-    if s.searcher == "optuna":
-        space: dict[str, Any] = {"cell": tune.choice(cells)}
-        space.update({k: tune.choice(v) for k, v in axes.items()})
-    else:
-        space = {"cell": grid(cells)}
-        space.update({k: grid(v) for k, v in axes.items()})
+    space: dict[str, Any] = {"cell": grid(cells)}
+    space.update({k: grid(v) for k, v in s.axes().items()})
     for k, dist in s.distributions.items():
         (kind, args), = dist.items()
         if kind == "choice":
@@ -47,24 +46,26 @@ def finetune_space(plan: Plan) -> dict:
     return space
 
 
-def finetune_search(plan: Plan) -> tuple[Any, Any, int]:
+def finetune_search(plan: Plan, max_concurrent: int = 0) -> tuple[Any, Any, int]:
     """(search_alg, scheduler, num_samples) of the fine-tuning stage."""
+    from gdna.sweep import cells as C
+
     spec, s = plan.spec, plan.spec.space
     search_alg, scheduler, num_samples = None, None, 1
+    tcells = C.tuning_cells(plan)
     if s.searcher == "optuna":
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(sampler=TPESampler(seed=0))
-        num_samples = s.num_samples
+        search_alg = C.CellSearch(
+            tcells, C.optuna_space(s), s.num_samples, max_concurrent=max_concurrent, in_flight=s.points_in_flight,
+            n_startup_trials=s.n_startup_trials, sweep_dir=str(spec.sweep_dir()), sweep=spec.name)
+        num_samples = plan.n_finetune  # an upper bound: the searcher says when it is done
     elif s.searcher == "random":
         num_samples = s.num_samples
     if spec.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        max_epochs = max(finetune_recipe(st, **spec.overrides.train).epochs for st in spec.strategies)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, spec.asha_grace_period),
-                                  grace_period=spec.asha_grace_period)
+        cell_of = {slot: c.key for c in tcells for slot in c.slots}
+        strategy_of = {C.tuning_key(c): c.strategy for c in plan.cells}
+        max_t = {k: finetune_recipe(st, **spec.overrides.train).epochs for k, st in strategy_of.items()}
+        scheduler = C.CellScheduler(cell_of, max_t, grace_period=spec.asha_grace_period,
+                                    sweep_dir=str(spec.sweep_dir()))
     return search_alg, scheduler, num_samples
 
 

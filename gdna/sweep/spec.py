@@ -62,8 +62,11 @@ class SearchSpace:
     seeds: tuple[int, ...] = (0,)  # train.seed values
     folds: tuple[int, ...] | str | None = None  # data.fold values (cross product); "paired": fold = seed % n_folds
     searcher: str = "grid"  # grid | random | optuna
-    num_samples: int = 1  # random: samples per cell (arch × strategy × task × seed × fold); optuna: total
+    num_samples: int = 1  # random: samples per cell (arch × strategy × task × seed × fold); optuna: points per
+    # tuning cell (arch × strategy × task), each evaluated on all its seeds/folds
     distributions: dict[str, dict] = field(default_factory=dict)  # key → {loguniform: [lo, hi]} | {choice: [...]}
+    n_startup_trials: int = 10  # optuna: random points per cell before TPE takes over
+    points_in_flight: int = 0  # optuna: points of one cell evaluated at once (0: enough to fill the cluster)
 
     def validate(self, where: str = "search_space") -> "SearchSpace":
         if self.searcher not in SEARCHERS:
@@ -82,6 +85,9 @@ class SearchSpace:
                 _check_trial_value(f"{where}.grid.{key}[{i}]", key, v)
         if self.num_samples < 1:
             raise ConfigError(f"{where}.num_samples: must be ≥ 1, got {self.num_samples}")
+        for k in ("n_startup_trials", "points_in_flight"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
         if self.searcher == "grid" and self.distributions:
             raise ConfigError(f"{where}.distributions: only used with searcher random|optuna (searcher is grid)")
         if self.searcher != "grid" and not self.distributions:

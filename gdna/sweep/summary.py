@@ -1,10 +1,13 @@
-"""What a sweep prints when it ends: one row per trial (stage, cell, lr, batch, status, val, test) and errors."""
+"""What a sweep prints when it ends: one row per trial (stage, cell, lr, batch, status, val, test) and errors.
+
+status: finished | diverged | stopped (early, by the scheduler; test = its best checkpoint's) | errored |
+unfinished (interrupted: `gdna resume` continues it)."""
 from __future__ import annotations
 
 from typing import Any
 
 COLUMNS = [("stage", 8), ("arch", 11), ("strategy", 10), ("task", 26), ("lr", 8), ("batch", 5), ("seed", 4),
-           ("fold", 4), ("status", 9), ("val", 7), ("test", 7)]
+           ("fold", 4), ("status", 10), ("val", 7), ("test", 7)]
 STAGE_ORDER = {"pretrain": 0, "finetune": 1}
 
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from gdna.config import flatten
 
-TRIAL_STATUSES = ("running", "finished", "diverged", "errored")
+TRIAL_STATUSES = ("running", "finished", "diverged", "stopped", "errored")  # stopped: by the scheduler (ASHA)
 # per-report metrics (step-indexed) and final metrics (logged once), as gdna.train reports them
 STEP_METRICS = ("train_loss", "val_loss", "val_acc", "val_ppl", "lr", "epoch", "step", "tokens_per_s")
 FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_val_loss", "best_val_ppl", "best_step", "time_train_s")

@@ -49,6 +49,36 @@ def run(config: dict, rt: Runtime) -> dict[str, Any]:
     return loop.run(entered)
 
 
+def evaluate_stopped(config: dict, checkpoint_dir: str, rt: Runtime) -> dict[str, Any]:
+    """A fine-tuning run stopped early (by a scheduler such as ASHA): the final metrics it would have
+    reported, from its checkpoint — the last report's metrics plus the test metrics of its
+    best-VALIDATION model (never selected on test), `status="stopped"`, `final=True`."""
+    trial = TrialConfig.from_dict(config["trial"]).validate()
+    lp = _Loop(trial, rt, config)
+    if lp.obj.name != "cls":
+        raise ConfigError("evaluate_stopped: only fine-tuning (cls) runs are stopped early")
+    state = C.load_state(checkpoint_dir)
+    if state.get("identity") not in (None, trial.identity()):
+        raise ConfigError(f"evaluate_stopped: {checkpoint_dir} belongs to another trial config")
+    lp._datasets()
+    from gdna.models.build import build_model
+
+    _seed_everything(lp.cfg.seed)
+    model = build_model(lp.model_cfg, lp.obj.head)
+    best = state.get("best")
+    model.load_state_dict(best["model"] if best else state["model"])
+    lp.model = rt.prepare_model(model)
+    history = state.get("history") or []
+    m = {k: v for k, v in (history[-1] if history else {}).items()}
+    m.update({"epoch": state.get("epoch", 0), "step": state.get("step", 0), "status": "stopped", "final": True,
+              "time_train_s": float(state.get("time_train_s", 0.0))})
+    test = lp._eval(lp.test_ds)
+    m.update({"test_acc": test["acc"], "test_loss": test["loss"],
+              "best_val_acc": best["value"] if best else float("nan"), "best_epoch": best["at"] if best else 0,
+              **{f"test_{k}": v for k, v in test.get("classes", {}).items()}})
+    return {k: _plain(v) for k, v in m.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 class _Loop:
     def __init__(self, trial: TrialConfig, rt: Runtime, config: dict):
