@@ -98,12 +98,27 @@ def sweep_status(name: str, storage: str) -> dict:
     out = {"name": name, "dir": str(d), "tracking_uri": spec.tracking(), "driver_running": alive, "stages": {}}
     for stage in ("pretrain", "finetune"):
         c = counts.get(stage, {})
-        done = c.get("finished", 0) + c.get("diverged", 0)
+        done = c.get("finished", 0) + c.get("diverged", 0) + c.get("stopped", 0)
         out["stages"][stage] = {
             "state": stages.get(stage, {}).get("status", "pending"), "planned": planned[stage], "done": done,
-            "diverged": c.get("diverged", 0), "running": c.get("running", 0), "errored": c.get("errored", 0),
-            "not_started": max(0, planned[stage] - sum(c.values())),
+            "diverged": c.get("diverged", 0), "stopped": c.get("stopped", 0), "running": c.get("running", 0),
+            "errored": c.get("errored", 0), "not_started": max(0, planned[stage] - sum(c.values())),
         }
+    if spec.space.searcher == "optuna":
+        out["search"] = _optuna_usage(d, spec.space.num_samples, plan.n_tuning_cells)
+    return out
+
+
+def _optuna_usage(sweep_dir: Path, budget: int, n_cells: int) -> dict:
+    """Points proposed per tuning cell so far, from the sweep's Optuna studies (optuna.db)."""
+    db = sweep_dir / "optuna.db"
+    out = {"budget_per_cell": budget, "cells": n_cells, "proposed": {}}
+    if db.is_file():
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        for st in optuna.get_all_study_summaries(f"sqlite:///{db}"):
+            out["proposed"][st.study_name] = st.n_trials
     return out
 
 
@@ -113,10 +128,17 @@ def cmd_status(args) -> int:
         print(json.dumps(st, indent=2))
         return 0
     print(f"sweep {st['name']} ({st['dir']}); driver {'running' if st['driver_running'] else 'not running'}")
-    print(f"{'stage':<10}{'state':<10}{'planned':>8}{'done':>6}{'running':>9}{'errored':>9}{'not started':>13}")
+    print(f"{'stage':<10}{'state':<10}{'planned':>8}{'done':>6}{'stopped':>9}{'running':>9}{'errored':>9}{'not started':>13}")
     for stage, s in st["stages"].items():
         running = s["running"]
-        print(f"{stage:<10}{s['state']:<10}{s['planned']:>8}{s['done']:>6}{running:>9}{s['errored']:>9}{s['not_started']:>13}")
+        print(f"{stage:<10}{s['state']:<10}{s['planned']:>8}{s['done']:>6}{s['stopped']:>9}{running:>9}{s['errored']:>9}"
+              f"{s['not_started']:>13}")
+    print("(done = finished + diverged + stopped; stopped = ended early by the scheduler, tested from its best checkpoint)")
+    if "search" in st:
+        u = st["search"]
+        used = sorted(u["proposed"].values())
+        print(f"optuna: {u['cells']} tuning cells × {u['budget_per_cell']} points; proposed so far per cell: "
+              + (f"{used[0]}..{used[-1]}" if used and used[0] != used[-1] else f"{used[0] if used else 0}"))
     if not st["driver_running"] and any(s["running"] for s in st["stages"].values()):
         print(f"(the driver is not running: 'running' trials were interrupted; continue with `gdna resume {st['name']}`)")
     return 0

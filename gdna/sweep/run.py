@@ -14,6 +14,7 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from gdna.sweep import live, ray_env, search
 from gdna.sweep.plan import build_plan, select_pretraining
 from gdna.sweep.spec import SweepSpec, spec_from_dict
 from gdna.sweep.state import SweepState
+from gdna.sweep.stopped import STOPPED, evaluate_pending, read_marker
 from gdna.sweep.summary import format_table, result_row
 from gdna.sweep.trainable import Resolver, inline_resources, trainable
 from gdna.tracking import SweepTracker, default_artifact_location, numeric_metrics, trial_params, trial_tags
@@ -137,8 +139,10 @@ class SweepRunner:
     def fit_stage(self, stage: str, resolver: Resolver, space: dict, exp: Path, restorable: bool, metric: str, mode: str) -> bool:
         from ray import tune
 
+        from gdna.sweep.cells import bind_sweep_dir
         from gdna.tracking.callback import MLflowTrackingCallback
 
+        bind_sweep_dir(self.dir)  # where the per-cell searcher and scheduler keep their state (storage may have moved)
         spec, r = self.spec, self.spec.resources
         train_storage = str(self.dir / "train")
         inline = r.runner == "inline"  # the loop in the trial's own (reused) process, else a TorchTrainer per trial
@@ -152,7 +156,12 @@ class SweepRunner:
             print(f"stage {stage}: resuming {exp}", file=self.out, flush=True)
             tuner = tune.Tuner.restore(str(exp), fn, resume_unfinished=True, resume_errored=True)
         else:
-            search_alg, scheduler, num_samples = search.finetune_search(self.plan) if stage == "finetune" else (None, None, 1)
+            search_alg, scheduler, num_samples = (search.finetune_search(self.plan, ray_env.max_concurrent(r))
+                                                  if stage == "finetune" else (None, None, 1))
+            if search_alg is not None:
+                print(f"stage {stage}: one Optuna study per tuning cell ({self.plan.n_tuning_cells} cells × "
+                      f"{spec.space.num_samples} points, {search_alg.in_flight} in flight per cell); "
+                      f"optuna-dashboard sqlite:///{search_alg.db_path()}", file=self.out, flush=True)
             tuner = tune.Tuner(
                 fn,
                 param_space=space,
@@ -174,25 +183,63 @@ class SweepRunner:
             )
         results = tuner.fit()
         n_err = n_open = 0
+        stopped: dict[str, tuple[dict, dict]] = {}  # key → (trial dict, its row)
         for res in results:
             m = res.metrics or {}
-            # interrupted (Ctrl-C, a lost driver): a trial that never started has no config yet, and one
-            # stopped mid-run has no final report (ASHA's early stops are complete without one)
-            finished = bool(res.error) or bool(m.get("final")) or (spec.scheduler == "asha" and bool(m))
-            if not res.config:
+            if not res.config:  # interrupted before it started
                 n_open += 1
                 continue
-            n_open += not finished
             key, trial_dict, meta, name = resolver(res.config)
-            status = "errored" if res.error else (m.get("status") or "finished") if finished else "unfinished"
-            self.rows.append(result_row(stage, key, name, trial_dict, meta, m, status))
+            marker = read_marker(train_storage, key) if not res.error and not m.get("final") else None
+            if res.error:
+                status = "errored"
+            elif m.get("final"):
+                status = m.get("status") or "finished"
+            elif marker is not None and marker.get("status") == STOPPED:  # by the scheduler (gdna.sweep.stopped)
+                status, m = STOPPED, marker
+            else:  # interrupted mid-run (Ctrl-C, a lost driver): never taken for stopped or finished
+                status = "unfinished"
+                n_open += 1
+            row = result_row(stage, key, name, trial_dict, meta, m, status)
+            self.rows.append(row)
+            if status == STOPPED:
+                stopped[key] = (trial_dict, row)
             if res.error:
                 n_err += 1
                 first = str(res.error).splitlines()[0] if str(res.error) else ""
                 self.errors.append(f"{stage} {name}: {type(res.error).__name__}: {first}")
+        n_open += _not_created(exp, len(results), total, search_alg_used=stage == "finetune" and spec.space.searcher == "optuna")
+        if stopped and not n_open:
+            n_err += self.evaluate_stopped(stage, stopped, train_storage)
         unfinished = f", {n_open} unfinished (continue with `gdna resume {spec.name}`)" if n_open else ""
-        print(f"stage {stage}: {len(results)} trials, {n_err} errored{unfinished}", file=self.out, flush=True)
+        n_stopped = f", {len(stopped)} stopped early by the scheduler" if stopped else ""
+        print(f"stage {stage}: {len(results)} trials, {n_err} errored{n_stopped}{unfinished}", file=self.out, flush=True)
         return n_err == 0 and n_open == 0
+
+    def evaluate_stopped(self, stage: str, stopped: dict[str, tuple[dict, dict]], train_storage: str) -> int:
+        """Test metrics of the trials the scheduler stopped, from their best checkpoints (Ray tasks); logged
+        to their MLflow runs and rows. Returns how many failed (the stage is then not done: resume retries)."""
+        todo = {k: t for k, (t, _) in stopped.items() if (read_marker(train_storage, k) or {}).get("test_pending")}
+        if todo:
+            print(f"stage {stage}: test evaluation of {len(todo)} stopped trial(s) from their best checkpoints",
+                  file=self.out, flush=True)
+        done = evaluate_pending(train_storage, todo, self.spec.resources)
+        n_fail = 0
+        for key, (_, row) in stopped.items():
+            final = done.get(key)
+            if isinstance(final, Exception):
+                n_fail += 1
+                self.errors.append(f"{stage} {row['name']}: test evaluation of the stopped trial failed: "
+                                   f"{type(final).__name__}: {str(final).splitlines()[0] if str(final) else ''}")
+                continue
+            final = final or read_marker(train_storage, key) or {}
+            row.update(val=final.get("best_val_acc", row.get("val")), test=final.get("test_acc"))
+            rid = self.tracker.find_trial_run(stage, key)
+            if rid is not None and "test_acc" in final:  # (steps already logged are skipped)
+                step = final.get("epoch", 0)
+                self.tracker.log_metrics(rid, numeric_metrics(final), int(step) if isinstance(step, (int, float)) else 0)
+                self.tracker.set_status(rid, STOPPED)
+        return n_fail
 
     def print_summary(self) -> None:
         if not self.rows:
@@ -201,6 +248,20 @@ class SweepRunner:
         for e in self.errors:
             print(f"  error: {e}", file=self.out)
         self.out.flush()
+
+
+def _not_created(exp: Path, n_results: int, total: int, search_alg_used: bool) -> int:
+    """Trials of the stage that an interruption kept from being created at all: an adaptive searcher
+    that had not proposed its whole budget yet (its SearchGenerator state is not finished) counts 1;
+    a grid / random stage with fewer trials than planned, the difference."""
+    if search_alg_used:
+        states = sorted(exp.glob("search_gen_state-*.json"))
+        try:
+            st = json.loads(states[-1].read_text()) if states else {}
+        except (OSError, ValueError):
+            st = {}
+        return 0 if st.get("finished") else 1
+    return max(0, total - n_results)
 
 
 def _can_restore(exp: Path) -> bool:

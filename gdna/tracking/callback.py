@@ -83,19 +83,26 @@ class MLflowTrackingCallback(Callback):
         if ck:
             self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
         st = result.get("status")
-        if result.get("final"):
-            self._status[trial.trial_id] = st if st in ("finished", "diverged") else "finished"
+        if result.get("final"):  # ("stopped": a replayed early-stopped trial, gdna.sweep.stopped)
+            self._status[trial.trial_id] = st if st in ("finished", "diverged", "stopped") else "finished"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rid = self._run(trial)
         st = self._status.get(trial.trial_id)
-        extra = {}
+        last = trial.last_result or {}
+        if st is None and last.get("final"):
+            st = last.get("status") if last.get("status") in ("finished", "diverged", "stopped") else "finished"
         if st is None:
-            last = trial.last_result or {}
-            st = last.get("status") if last.get("status") in ("finished", "diverged") else "finished"
-            if not last.get("final"):
-                extra["gdna.early_stopped"] = "true"  # stopped by the scheduler (ASHA)
-        self.tracker.set_status(rid, st, **extra)
+            # completed without a final report: stopped by the scheduler (ASHA). (Tune calls this only for
+            # trials that completed, never for ones a Ctrl-C interrupted.) Recorded in the trial's result
+            # marker; its test metrics come from its best checkpoint at the end of the stage.
+            from gdna.sweep.stopped import STOPPED, record_stop
+
+            key = self.resolver(trial.config)[0]
+            ck = last.get("checkpoint_path") or getattr(getattr(trial, "checkpoint", None), "path", None)
+            storage = getattr(self, "train_storage", "")
+            st = record_stop(storage, key, last, ck).get("status", STOPPED) if storage else STOPPED
+        self.tracker.set_status(rid, st)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         rid = self._run(trial)
