@@ -39,9 +39,13 @@ class Console:
 
     def width(self) -> int:
         try:
-            return max(40, os.get_terminal_size(self.stream.fileno()).columns)
+            cols = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
-            return 100
+            cols = 0
+        if cols <= 0:  # a terminal that reports no size (some pseudo-terminals)
+            env = os.environ.get("COLUMNS", "")
+            cols = int(env) if env.isdigit() else 100
+        return max(40, cols)
 
     def clear_block(self) -> None:
         if self.live and self.block_lines:
@@ -154,6 +158,7 @@ class LiveView(Callback):
         self._last_draw = 0.0
         self._best: dict[str, tuple[float, str]] = {}
         self._names: dict[str, tuple[str, str, int]] = {}
+        self._ended: dict[str, str] = {}  # trial id → TERMINATED / ERROR (Tune sets it after the callback)
 
     # what a trial is called -------------------------------------------------------------------------
     def _info(self, trial) -> tuple[str, str, int]:
@@ -198,6 +203,7 @@ class LiveView(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished += 1
+        self._ended[trial.trial_id] = "TERMINATED"
         r = trial.last_result or {}
         name, arch, _ = self._info(trial)
         took = r.get("time_total_s")
@@ -218,6 +224,7 @@ class LiveView(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finished += 1
+        self._ended[trial.trial_id] = "ERROR"
         name = self._info(trial)[0]
         console().line(f"{self.stage} {self._finished}/{self.total}  ERRORED  {name}{_error_hint(trial)}")
         self._draw(trials, force=True)
@@ -229,10 +236,14 @@ class LiveView(Callback):
         console().clear_block()
 
     # the block ----------------------------------------------------------------------------------------
+    def _status(self, t) -> str:
+        return self._ended.get(t.trial_id, t.status) if t.status in ("RUNNING", "PAUSED", "PENDING") else t.status
+
     def counts(self, trials) -> dict[str, int]:
-        done = sum(t.status == "TERMINATED" for t in trials)
-        errored = sum(t.status == "ERROR" for t in trials)
-        running = sum(t.status in ("RUNNING", "PAUSED") for t in trials)
+        st = [self._status(t) for t in trials]
+        done = sum(s == "TERMINATED" for s in st)
+        errored = sum(s == "ERROR" for s in st)
+        running = sum(s in ("RUNNING", "PAUSED") for s in st)
         pending = max(0, max(self.total, len(trials)) - done - errored - running)
         return {"done": done, "running": running, "errored": errored, "pending": pending}
 
@@ -243,7 +254,7 @@ class LiveView(Callback):
         now = time.time()
         left = c["pending"] * mean
         for t in trials:
-            if t.status == "RUNNING":
+            if self._status(t) == "RUNNING":
                 left += max(mean - (now - self._started.get(t.trial_id, now)), 0.1 * mean)
         return left / max(1, c["running"])
 
@@ -253,7 +264,7 @@ class LiveView(Callback):
         head = (f"{self.stage}  {c['done']}/{max(self.total, len(trials))} done · {c['running']} running · "
                 f"{c['errored']} errored · {c['pending']} pending · ETA {_duration(eta) if eta is not None else '…'}")
         out = [head]
-        running = [t for t in trials if t.status == "RUNNING"]
+        running = [t for t in trials if self._status(t) == "RUNNING"]
         for t in running[:MAX_RUNNING_LINES]:
             name, _, n = self._info(t)
             r = t.last_result or {}

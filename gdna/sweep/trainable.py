@@ -7,12 +7,16 @@ makes an interrupted trial continue from its last checkpoint; a finished trial l
 `<sweep>/train/<key>/gdna_result.json` so that it is never trained again (a restored Tune experiment may
 replay a trial whose completion was not yet saved: the trainable then only re-reports the stored final
 metrics). A finished pretraining (this sweep's or another's) is recognised by its export.
+
+With `resources.runner: inline` the trial instead runs the same `gdna.train.loop.run` in its own Tune
+process (`run_inline`: reports through `tune.report`, Tune checkpoints, the same marker and events under
+`<sweep>/train/<key>/`); Tune reuses the process for the next trial (`reuse_actors`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from gdna.config import ResourcesConfig, TrialConfig, from_dict
 from gdna.sweep.plan import Cell, Plan
@@ -106,10 +110,14 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
     tmp.write_text(json.dumps(metrics, default=str))
     tmp.replace(marker)
 
-def run_inline(trial: TrialConfig, resources: ResourcesConfig, key: str, train_storage: str) -> dict[str, Any]:
+
+def run_inline(trial: TrialConfig, resources: ResourcesConfig, key: str, train_storage: str,
+               loop: Callable[[dict, Any], dict] | None = None, **loop_extra: Any) -> dict[str, Any]:
     """`resources.runner: inline`: `gdna.train.loop.run` in this Tune trial's own process through a
     `TuneRuntime` (reports via `tune.report`, Tune checkpoints, events in `<train_storage>/<key>/`), after
-    resetting what the previous trial of a reused process may have left (`fresh_process_state`)."""
+    resetting what the previous trial of a reused process may have left (`fresh_process_state`).
+    `loop(config, runtime)` replaces `gdna.train.loop.run` and `loop_extra` goes into its config (the
+    tests' fault injection wraps the same loop this way, as with build_trainer)."""
     import ray
 
     from gdna.cluster.nodes import DRIVER_NODE_KEY, WORKER_IPS_KEY, WORKER_NODES_KEY
@@ -122,7 +130,7 @@ def run_inline(trial: TrialConfig, resources: ResourcesConfig, key: str, train_s
     node = ray.get_runtime_context().get_node_id()
     extra = {DRIVER_NODE_KEY: node, WORKER_NODES_KEY: node, WORKER_IPS_KEY: ray.util.get_node_ip_address()}
     rt = TuneRuntime(run_dir(train_storage, key), device=device, extra=extra)
-    final = run(loop_config(trial), rt)
+    final = (loop or run)(loop_config(trial, **loop_extra), rt)
     metrics = {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))}
     if rt.last_checkpoint:
         metrics["checkpoint_path"] = rt.last_checkpoint
