@@ -178,9 +178,9 @@ def test_gdna_cli_help():
 
 
 def test_searcher_spaces_build_without_ray(tmp_path, data_root):
-    """random: cells × grid × num_samples; optuna: TPE over cell + distributions (no Ray started)."""
+    """random: cells × grid × num_samples; optuna: one TPE study per tuning cell, num_samples points each on
+    every seed (no Ray started)."""
     import ray
-    from ray.tune.search.optuna import OptunaSearch
 
     from gdna.sweep import search
     from gdna.sweep.run import SweepRunner
@@ -200,8 +200,12 @@ def test_searcher_spaces_build_without_ray(tmp_path, data_root):
             assert plan.n_finetune == len(plan.cells) * 2 * 3
             assert space["cell"] == {"grid_search": [c.id for c in plan.cells]}
         else:
-            assert plan.n_finetune == 5
-            assert OptunaSearch.convert_search_space(space)  # Tune's space converts to Optuna distributions
+            assert plan.n_finetune == len(plan.cells) * 5  # every cell's seeds × 5 points
+            assert space == {}  # the searcher proposes whole configs
+            alg, _, n = search.finetune_search(plan, max_concurrent=2)
+            alg.set_search_properties("val_acc", "max", {})
+            cfg = alg.suggest("t0")
+            assert n == plan.n_finetune and cfg["cell"] in {c.id for c in plan.cells} and 1e-4 <= cfg["train.lr"] <= 3e-3
         res = Resolver(plan, "finetune", {g: plan.groups[g][0].key for g in plan.groups})
         key, trial, meta, name = res({"cell": plan.cells[-1].id, "train.lr": 2e-4, "train.batch_size": 64})
         assert trial["train"]["lr"] == 2e-4 and trial["train"]["batch_size"] == 64 and meta["stage"] == "finetune"

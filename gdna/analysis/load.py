@@ -5,7 +5,8 @@ param, else the data.context_len of the pretraining run that exported the run's 
 else the run's own data.context_len.
 
 Columns: `run_id`, `run_name`, `stage`, `arch`, `strategy`, `task`, `seed`, `fold`, `status`
-(gdna.status), `lr`, `batch_size`, `context_len`, `n_classes`, `test_acc`, `best_val_acc`,
+(gdna.status: finished, diverged, stopped (early, by the scheduler; its test metrics are its best
+checkpoint's, so it is used like a finished run), errored, running), `lr`, `batch_size`, `context_len`, `n_classes`, `test_acc`, `best_val_acc`,
 `val_score` (best_val_acc, else the last val_acc), `test_balanced_acc`, `test_mcc`,
 `n_pred_classes` (classes the model predicted on test; NaN when no confusion matrix was logged), `outcome` ("ok", "diverged", "errored",
 "no test_acc"), `ok` (bool), plus every raw `params.*`, `metrics.*`, `tags.*` column.

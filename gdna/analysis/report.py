@@ -59,6 +59,7 @@ class AnalysisOutputs:
     n_runs: int = 0
     n_excluded: int = 0
     excluded_by_outcome: dict[str, int] = field(default_factory=dict)
+    status_counts: dict[str, int] = field(default_factory=dict)  # gdna.status → runs (stopped: by the scheduler)
     answer: str = ""  # the opening paragraph (also the experiment's and stage runs' description)
     metrics: dict[str, float] = field(default_factory=dict)  # logged on the analysis run
 
@@ -77,7 +78,8 @@ def analyze_runs(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
     excluded = df[~df["ok"]]
     out.n_runs, out.n_excluded = len(df), len(excluded)
     out.excluded_by_outcome = excluded["outcome"].value_counts().sort_index().to_dict()
-    sections = [f"# Analysis of sweep `{sweep_name}`", _count_line(out), METHOD_NOTE]
+    out.status_counts = df["status"].value_counts().sort_index().to_dict() if "status" in df else {}
+    sections = [f"# Analysis of sweep `{sweep_name}`", _count_line(out), METHOD_NOTE, _budget_section(df)]
     _write_csv(out, df[[c for c in RUN_COLUMNS if c in df]], "runs.csv")
     _write_csv(out, excluded[[c for c in RUN_COLUMNS if c in excluded]], "excluded_runs.csv")
 
@@ -167,8 +169,35 @@ def log_to_mlflow(tracking_uri: str, experiment_id: str, sweep_name: str, output
 
 def _count_line(out: AnalysisOutputs) -> str:
     detail = ", ".join(f"{n} {k}" for k, n in out.excluded_by_outcome.items())
+    status = ", ".join(f"{n} {k}" for k, n in out.status_counts.items())
     return (f"{out.n_runs} trial runs: {out.n_runs - out.n_excluded} used, "
-            f"{out.n_excluded} excluded from means" + (f" ({detail})" if detail else ""))
+            f"{out.n_excluded} excluded from means" + (f" ({detail})" if detail else "")
+            + (f". By status: {status}" if status else "")
+            + (" (stopped: ended early by the scheduler, tested from its best-validation checkpoint; used like "
+               "finished runs)" if out.status_counts.get("stopped") else "") + ".")
+
+
+def _budget_section(df: pd.DataFrame) -> str:
+    """Per tuning cell (task × architecture × strategy [× context]): the hyperparameter points it tried
+    (distinct lr × batch size), its runs by status, and whether every cell had the same budget."""
+    head = "## Search budget per cell"
+    if df.empty:
+        return head + "\n\nNo runs."
+    keys = [k for k in ("task", "arch", "strategy", "context_len") if k in df]
+    rows, points = [], []
+    for cell, g in df.groupby(keys, dropna=False, sort=True):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        n_points = len(g[["lr", "batch_size"]].drop_duplicates())
+        points.append(n_points)
+        st = g["status"].value_counts()
+        rows.append([*("" if pd.isna(v) else v for v in cell), n_points, len(g),
+                     ", ".join(f"{n} {k}" for k, n in sorted(st.items()))])
+    same = len(set(points)) == 1
+    note = (f"Every cell tried {points[0]} points." if same else
+            f"⚠ Cells tried different numbers of points ({min(points)}–{max(points)}): their tables rest on unequal "
+            "tuning budgets (an unfinished sweep? `gdna resume` it).")
+    return (head + "\n\n" + note + "\n\n"
+            + tables.markdown_table([*keys, "points", "runs", "status"], rows, n_text=len(keys)))
 
 
 def _excluded_section(excluded: pd.DataFrame) -> str:
