@@ -42,6 +42,17 @@ PAPER_PRETRAIN_STEPS = 10_000
 PAPER_PRETRAIN_LRS = (1e-3,)
 PAPER_PRETRAIN_BATCH_SIZE = 256
 PAPER_PRETRAIN_CONTEXT_LENS = (1024,)
+# The Mamba paper's DNA scaling studies (section 4.3, Figures 5-6; sweeps/scaling_*.yaml, greatapes.yaml)
+PAPER_SCALING_TOKENS_PER_BATCH = 2**20  # tokens per optimizer step, fixed in both scaling studies
+PAPER_SCALING_SIZE_CONTEXT = 1024  # model-size scaling: context 2^10 ...
+PAPER_SCALING_SIZE_STEPS = 10_000  # ... 10K steps x 2^20 tokens ≈ 10B tokens
+PAPER_SCALING_PARAM_BUDGETS = (200_000, 450_000, 1_000_000, 2_500_000, 6_000_000, 15_000_000, 40_000_000)  # ≈200K..≈40M
+PAPER_SCALING_CONTEXT_LENS = tuple(2**k for k in range(10, 21, 2))  # context scaling: 2^10, 2^12, ..., 2^20
+PAPER_SCALING_CONTEXT_STEPS = 20_000  # 20K steps x 2^20 tokens (the paper: ≈330B tokens in all)
+PAPER_SCALING_CONTEXT_N_LAYERS = 6  # fixed model: 6 layers x width 128 (≈1.3-1.4M parameters)
+PAPER_SCALING_CONTEXT_D_MODEL = 128
+PAPER_SEQ_WARMUP_START = 1024  # sequence-length warmup (HyenaDNA-style): start at 2^10, double up to the target
+PAPER_GREATAPES_LENS = tuple(2**k for k in range(10, 16))  # great apes by length: 2^10..2^15 here (paper: to 2^20)
 
 
 def default_data_root() -> str:
@@ -60,7 +71,7 @@ class ModelConfig:
     beside the common keys (`model.d_state`)."""
 
     arch: str = ""  # a registered architecture (gdna.registry.ARCHITECTURES)
-    n_layers: int = PAPER_N_LAYERS
+    n_layers: int = PAPER_N_LAYERS  # 0: the budget solver chooses the depth too (gdna.models.build)
     param_budget: int = PAPER_PARAM_BUDGET  # total trainable parameters the width solver aims at (±3%)
     d_model: int | None = None  # explicit width (e.g. 128 or 256) instead of the budget
     vocab_size: int = 16  # gdna.data.tokenizer.VOCAB_SIZE
@@ -80,7 +91,10 @@ class ModelConfig:
         if not isinstance(self.settings, arch.settings):
             raise ConfigError(f"{where}: settings of {type(self.settings).__name__} do not belong to {self.arch}")
         _choice(f"{where}.pooling", self.pooling, POOLINGS, "pooling")
-        _positive(f"{where}.n_layers", self.n_layers)
+        if self.n_layers == 0 and self.d_model is not None:
+            raise ConfigError(f"{where}.n_layers: 0 (solver-chosen depth) needs the parameter budget, not an explicit d_model")
+        if self.n_layers != 0:
+            _positive(f"{where}.n_layers", self.n_layers)
         _positive(f"{where}.param_budget", self.param_budget)
         if self.d_model is not None:
             _positive(f"{where}.d_model", self.d_model)
@@ -156,6 +170,8 @@ class DataConfig:
     n_folds: int = 5  # train/val split: fold `fold` of n_folds (seeded); n_folds=1 → val_fraction
     fold: int = 0
     val_fraction: float = 0.1
+    block_group: int = 1  # great apes: consecutive alignment blocks per split unit; > 1: segments may span the
+    #                       blocks of one unit (their sequences joined in order), so lengths beyond one block fit
     max_train_examples: int | None = None  # seeded subsample, for small runs and tests
     max_eval_examples: int | None = None
     fingerprint: str = ""  # content fingerprint of the files this trial reads (gdna.data.fingerprint); part of
@@ -172,6 +188,7 @@ class DataConfig:
         CORPORA.get(self.corpus, f"{where}.corpus")
         _positive(f"{where}.context_len", self.context_len)
         _positive(f"{where}.n_folds", self.n_folds)
+        _positive(f"{where}.block_group", self.block_group)
         if not 0 <= self.fold < self.n_folds:
             raise ConfigError(f"{where}.fold: {self.fold} is outside 0..{self.n_folds - 1}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -187,6 +204,11 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 128  # global batch size
     micro_batch_size: int | None = None  # per-worker per-step cap; gradient accumulation fills the rest
+    # sequence-length warmup (clm): the first optimizer steps train on windows of seq_warmup_start tokens, the
+    # length doubling every seq_warmup_steps steps up to data.context_len; each window is cut into pieces, so
+    # the tokens per optimizer step stay constant (gdna.train.batches.seq_len_schedule). 0 = off.
+    seq_warmup_start: int = 0
+    seq_warmup_steps: int = 0
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_frac: float = 0.1  # linear warmup over this fraction of all optimizer steps
@@ -211,6 +233,11 @@ class TrainConfig:
         _positive(f"{where}.eval_every", self.eval_every)
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ConfigError(f"{where}.warmup_frac: must be in [0, 1), got {self.warmup_frac}")
+        if self.seq_warmup_start < 0 or self.seq_warmup_steps < 0:
+            raise ConfigError(f"{where}.seq_warmup_start / seq_warmup_steps: must be ≥ 0")
+        if (self.seq_warmup_start > 0) != (self.seq_warmup_steps > 0):
+            raise ConfigError(f"{where}.seq_warmup_steps: sequence-length warmup needs both seq_warmup_start and "
+                              f"seq_warmup_steps > 0 (got {self.seq_warmup_start}, {self.seq_warmup_steps})")
         return self
 
 
@@ -256,6 +283,11 @@ class ResourcesConfig:
         return self
 
 
+# Keys added after trials were stored: left out of the identity at their default, so every earlier trial
+# and content-addressed pretraining keeps its key.
+IDENTITY_LATER_KEYS = {"data": {"block_group": 1}, "train": {"seq_warmup_start": 0, "seq_warmup_steps": 0}}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial (one TorchTrainer run) needs. Its hash is the trial's identity."""
@@ -288,6 +320,10 @@ class TrialConfig:
         file's content), with the data fingerprint. Run names, resume checks, MLflow and markers use it."""
         d = self.to_dict()
         d["data"] = {k: v for k, v in d["data"].items() if k != "data_root"}
+        for section, keys in IDENTITY_LATER_KEYS.items():  # keys added later: at their default, not hashed
+            for k, default in keys.items():
+                if d[section].get(k) == default:
+                    d[section].pop(k, None)
         d["export_dir"] = None
         if d["init_checkpoint"]:
             if d["init_from"]:

@@ -142,6 +142,7 @@ class Corpus:
     files: Callable[..., list[Path]]  # (DataConfig) → every file the corpus reads (data fingerprint)
     describe: str = ""  # e.g. "each task's train split", for the plan
     needs: tuple[str, ...] = ()  # DataConfig path fields that must exist (checked before Ray starts)
+    test: Callable[..., Any] | None = None  # (DataConfig, seed) → test windows or None (test perplexity)
 
 
 @dataclass(frozen=True)

@@ -64,16 +64,25 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     experiment = find_experiment(tracking_uri, args.sweep)
     df = load_runs(tracking_uri, experiment.experiment_id, stage=args.stage)
+    pretrain = _pretrain_runs(tracking_uri, experiment.experiment_id)
+    out_dir = Path(args.out) if args.out else Path(args.storage) / "sweeps" / experiment.name / "analysis"
+    if df.empty and not pretrain.empty:  # a pretraining-only study (sweeps/scaling_*.yaml): the scaling figures
+        from gdna.analysis.report import analyze_scaling
+
+        print(f"[analyze] {len(pretrain)} pretraining runs of experiment {experiment.name!r} (no fine-tuning runs)")
+        outputs = analyze_scaling(pretrain, out_dir, experiment.name, log=lambda m: print(m, flush=True))
+        print()
+        print(outputs.main_table or outputs.answer)
+        return _finish(args, tracking_uri, experiment, outputs, out_dir)
     if df.empty:
         raise GdnaError(f"sweep {experiment.name!r}: no trial runs with gdna.stage={args.stage} in {tracking_uri}")
     print(f"[analyze] {len(df)} trial runs of experiment {experiment.name!r} (id {experiment.experiment_id})",
           flush=True)
-    out_dir = Path(args.out) if args.out else Path(args.storage) / "sweeps" / experiment.name / "analysis"
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha: must be in (0, 1), got {args.alpha}")
     baselines = None if args.no_baselines else _baselines(args, tracking_uri, experiment, df)
     outputs = analyze_runs(df, out_dir, experiment.name, log=lambda m: print(m, flush=True),
-                           baselines=baselines, alpha=args.alpha)
+                           baselines=baselines, alpha=args.alpha, pretrain=pretrain)
 
     print()
     print(outputs.main_table)
@@ -81,6 +90,19 @@ def run_analyze(args: argparse.Namespace) -> int:
     print(f"[analyze] {outputs.n_runs} runs, {outputs.n_excluded} excluded from means"
           + (f" ({', '.join(f'{n} {k}' for k, n in outputs.excluded_by_outcome.items())})"
              if outputs.n_excluded else ""))
+    return _finish(args, tracking_uri, experiment, outputs, out_dir)
+
+
+def _pretrain_runs(tracking_uri: str, experiment_id: str) -> pd.DataFrame:
+    """The sweep's pretraining trial runs (for the scaling figures)."""
+    from gdna.analysis.load import TRIAL_FILTER, search_runs_frame
+
+    return search_runs_frame(tracking_uri, experiment_id, TRIAL_FILTER + " and tags.`gdna.stage` = 'pretrain'")
+
+
+def _finish(args, tracking_uri: str, experiment, outputs, out_dir: Path) -> int:
+    from gdna.analysis.report import log_to_mlflow
+
     print(f"[analyze] wrote {len(outputs.files)} files to {out_dir} (summary: {out_dir / 'summary.md'})")
     if not args.no_mlflow_log:
         try:

@@ -34,6 +34,7 @@ import pandas as pd
 from gdna.analysis import baselines as bl
 from gdna.analysis import degenerate, plots, sensitivity, significance, tables
 from gdna.analysis import importance as imp
+from gdna.analysis import scaling
 from gdna.registry import ARCHITECTURES, STRATEGIES
 
 METHOD_NOTE = (
@@ -66,9 +67,10 @@ class AnalysisOutputs:
 
 def analyze_runs(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
                  log: Callable[[str], None] = print, baselines: bl.BaselineResult | None = None,
-                 alpha: float = significance.ALPHA) -> AnalysisOutputs:
+                 alpha: float = significance.ALPHA, pretrain: pd.DataFrame | None = None) -> AnalysisOutputs:
     """Tables, figures, tests and importance of the tidy run frame `df`, written under `out_dir`.
-    `baselines`: from `baselines.compute_baselines` on the same splits (None: no reference)."""
+    `baselines`: from `baselines.compute_baselines` on the same splits (None: no reference); `pretrain`: the
+    sweep's pretraining runs (search_runs columns) for the scaling figures (gdna.analysis.scaling)."""
     out = AnalysisOutputs(Path(out_dir))
     (out.out_dir / "tables").mkdir(parents=True, exist_ok=True)
     (out.out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,10 @@ def analyze_runs(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
     lr_md, sens = _lr_section(out, df, strategies, references)
     sections.append(lr_md)
 
+    scaling_md = _scaling_section(out, pretrain, df, log)
+    if scaling_md:
+        sections.append(scaling_md)
+
     log(f"[analyze] fANOVA importance over {int(df['ok'].sum())} runs (+ per task)")
     sections.append(_importance_section(out, df))
     sections.append(_excluded_section(excluded))
@@ -136,6 +142,42 @@ def analyze_runs(df: pd.DataFrame, out_dir: str | Path, sweep_name: str,
     path.write_text(out.summary)
     out.files.append(path)
     return out
+
+
+def analyze_scaling(pretrain: pd.DataFrame, out_dir: str | Path, sweep_name: str,
+                    log: Callable[[str], None] = print) -> AnalysisOutputs:
+    """A pretraining-only sweep (the scaling studies): the scaling figures and their tables, summary.md."""
+    out = AnalysisOutputs(Path(out_dir))
+    out.out_dir.mkdir(parents=True, exist_ok=True)
+    frame = scaling.pretrain_frame(pretrain)
+    out.n_runs, out.n_excluded = len(frame), int((~frame["ok"]).sum()) if len(frame) else 0
+    out.excluded_by_outcome = frame.loc[~frame["ok"], "status"].value_counts().to_dict() if len(frame) else {}
+    md = _scaling_section(out, pretrain, pd.DataFrame(), log)
+    sel = scaling.select_pretraining(frame)
+    best = ", ".join(f"{r.arch} {scaling._size_label(r.n_params)} @ {int(r.context_len)}: {r.ppl:.3f}"
+                     for r in sel.sort_values("ppl").head(3).itertuples()) if not sel.empty else ""
+    out.answer = (f"{len(sel)} pretraining groups (architecture × context length × model size), each at its "
+                  f"validation-selected learning rate" + (f"; lowest perplexity: {best}" if best else "") + ".")
+    out.main_table = "\n\n".join(f.markdown for f, _, _ in getattr(out, "_scaling", []))
+    out.metrics = {"n_runs": out.n_runs, "n_excluded": out.n_excluded, "n_groups": len(sel)}
+    out.summary = "\n\n".join([f"# Analysis of sweep `{sweep_name}`", "## Answer\n\n" + out.answer,
+                                 _count_line(out), md or "No finished pretraining run varies a scaling axis."]) + "\n"
+    path = out.out_dir / "summary.md"
+    path.write_text(out.summary)
+    out.files.append(path)
+    return out
+
+
+def _scaling_section(out: AnalysisOutputs, pretrain: pd.DataFrame | None, finetune: pd.DataFrame,
+                     log: Callable[[str], None]) -> str:
+    """Figure 5 left/right, Figure 6, the seed study's Figure 2 (those whose axis varies): PNG + CSV."""
+    made = scaling.write_figures(pretrain if pretrain is not None else pd.DataFrame(), finetune, out.out_dir)
+    if made:
+        log(f"[analyze] scaling figures: {', '.join(f.name for f, _, _ in made)}")
+    out._scaling = made  # type: ignore[attr-defined]
+    for _, png, csv in made:
+        out.files += [png, csv]
+    return scaling.scaling_markdown(made)
 
 
 def log_to_mlflow(tracking_uri: str, experiment_id: str, sweep_name: str, outputs: AnalysisOutputs) -> str:

@@ -5,7 +5,8 @@ pad targets into -100 (ignored by cross-entropy).
 
 Which sequences each corpus uses (test sequences are NEVER read into a corpus):
 - genome: train_ds = `windows_per_epoch` windows of the BED's `train` split, redrawn per epoch
-  (`set_epoch`, reproducible from (seed, epoch)); val_ds = `eval_windows` fixed windows of `valid`.
+  (`set_epoch`, reproducible from (seed, epoch)); val_ds = `eval_windows` fixed windows of `valid`;
+  `clm_test_dataset`: `eval_windows` fixed windows of `test` (the pretraining's test perplexity).
 - task: the task's train split, cut by the same seeded fold split as fine-tuning
   (`split_train_val(labels, seed, n_folds, fold, val_fraction)`): train_ds = its train part, val_ds =
   its val part. So a task_spt pretraining run with the same (seed, fold) as the fine-tuning it feeds never
@@ -114,6 +115,18 @@ def genome_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     return train, WindowDataset(val)
 
 
+def genome_test(data_cfg: DataConfig, seed: int) -> Dataset | None:
+    """`eval_windows` fixed windows of the BED's `test` intervals (test perplexity); None if it has none."""
+    L = data_cfg.context_len
+    fasta, bed = data_cfg.path(data_cfg.genome_fasta), data_cfg.path(data_cfg.genome_bed)
+    try:
+        return WindowDataset(GenomeWindows(fasta, bed, "test", L, seed).fixed_windows(data_cfg.eval_windows))
+    except DataError as e:
+        if "no intervals for split" in str(e) or "interval is at least" in str(e):
+            return None
+        raise
+
+
 def task_windows(data_cfg: DataConfig, names: Sequence[str], seed: int) -> tuple[Dataset, Dataset]:
     """The train (val) parts of the named tasks' train splits, cut into L+1 windows, seeded subsamples."""
     L = data_cfg.context_len
@@ -149,6 +162,13 @@ def clm_datasets(data_cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     return CORPORA.get(data_cfg.corpus, "data.corpus").datasets(data_cfg, seed)
 
 
+def clm_test_dataset(data_cfg: DataConfig, seed: int) -> Dataset | None:
+    """Test windows of the corpus (the genome's BED `test` split), or None when it has no test split
+    (task corpora: the tasks' test sequences are never read into a corpus)."""
+    corpus = CORPORA.get(data_cfg.corpus, "data.corpus")
+    return corpus.test(data_cfg, seed) if corpus.test is not None else None
+
+
 def corpus_fingerprint(data_cfg: DataConfig) -> str:
     """Fingerprint of every file the corpus of `data_cfg` reads (the same data elsewhere: the same value)."""
     return files_fingerprint(CORPORA.get(data_cfg.corpus, "data.corpus").files(data_cfg), data_cfg.root())
@@ -161,7 +181,7 @@ def _task_files(data_cfg: DataConfig, names: Sequence[str]) -> list[Path]:
 CORPORA.register(Corpus(
     name="genome", reads="none", datasets=genome_datasets,
     files=lambda d: [d.path(d.genome_fasta), d.path(d.genome_bed)],
-    describe="the genome's BED train windows", needs=("genome_fasta", "genome_bed"),
+    describe="the genome's BED train windows", needs=("genome_fasta", "genome_bed"), test=genome_test,
 ))
 CORPORA.register(Corpus(name="task", reads="task", datasets=_one_task,
                         files=lambda d: _task_files(d, (d.task,)), describe="each task's train split"))

@@ -6,6 +6,11 @@ into train/val/test so no region of the genome is in two splits. The test blocks
 seed (a fixed benchmark); train/val blocks and every segment position are drawn from the seed.
 Only blocks at least L long in every species are used, so each split has the same number of segments
 per species (balanced classes). Soft-masked lower case is folded; IUPAC codes read as N.
+
+Long segments (great apes by length, up to 2^15 here): with `data.block_group` G > 1 the split unit is G
+consecutive blocks (records are in chromosome order), the unit's blocks joined in order form one sequence
+per species, and each unit is tiled by ⌊shortest species' length / L⌋ segments at a seeded offset. The
+split is over units, so it is the same for every L (the length study compares lengths on the same units).
 """
 from __future__ import annotations
 
@@ -136,6 +141,7 @@ def greatapes_datasets(
     n_folds: int = 1,
     fold: int = 0,
     val_fraction: float = 0.1,
+    group: int = 1,
 ) -> tuple[SegmentDataset, SegmentDataset, SegmentDataset, int]:
     """(train_ds, val_ds, test_ds, n_species). The block split covers ALL blocks (so it does not depend on
     seq_len: a self-pretraining run at another length never sees this run's val or test blocks); blocks
@@ -143,6 +149,8 @@ def greatapes_datasets(
     if seq_len < 1 or per_block < 1:
         raise ConfigError(f"greatapes: seq_len and per_block must be > 0, got {seq_len}, {per_block}")
     apes = load_greatapes(root)
+    if group > 1:
+        return _unit_datasets(apes, root, seq_len, seed, group, n_folds, fold, val_fraction)
     usable = (apes.lengths >= seq_len).all(axis=0)  # (B,)
     parts = [p[usable[p]] for p in split_blocks(len(apes.blocks), seed, n_folds, fold, val_fraction)]
     if any(len(p) == 0 for p in parts):
@@ -160,7 +168,7 @@ def classification_datasets(data_cfg: DataConfig, seed: int) -> tuple[SegmentDat
     val = fold data.fold of data.n_folds of the non-test blocks; seeded subsamples as for any task."""
     L = data_cfg.max_len or data_cfg.context_len
     train, val, test, n = greatapes_datasets(data_cfg.root(), L, seed, 1, data_cfg.n_folds, data_cfg.fold,
-                                             data_cfg.val_fraction)
+                                             data_cfg.val_fraction, data_cfg.block_group)
     train = train.subset(subsample(np.arange(len(train)), data_cfg.max_train_examples, seed, STREAM_SUB_TRAIN))
     val = val.subset(subsample(np.arange(len(val)), data_cfg.max_eval_examples, seed, STREAM_SUB_VAL))
     test = test.subset(subsample(np.arange(len(test)), data_cfg.max_eval_examples, seed, STREAM_SUB_TEST))
@@ -171,6 +179,11 @@ def clm_sequences(data_cfg: DataConfig, task: str, seed: int) -> tuple[list[byte
     """(train part, val part) for self-pretraining on `greatapes`: every species' whole train (val) blocks,
     by the fine-tuning block split of (seed, fold); never a test block. Upper case, IUPAC codes as N."""
     apes = load_greatapes(data_cfg.root())
+    if data_cfg.block_group > 1:  # whole units, their blocks joined (the fine-tuning unit split)
+        G = data_cfg.block_group
+        tr, va, _ = split_blocks(_n_units(apes, G), seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
+        return ([_NORMALISE[_unit_sequence(apes, s, u, G)].tobytes() for s in range(len(apes.species)) for u in tr],
+                [_NORMALISE[_unit_sequence(apes, s, u, G)].tobytes() for s in range(len(apes.species)) for u in va])
     tr, va, _ = split_blocks(len(apes.blocks), seed, data_cfg.n_folds, data_cfg.fold, data_cfg.val_fraction)
 
     def read(blocks: np.ndarray) -> list[bytes]:
@@ -178,6 +191,46 @@ def clm_sequences(data_cfg: DataConfig, task: str, seed: int) -> tuple[list[byte
                 for s, r in enumerate(apes.readers) for b in blocks]
 
     return read(tr), read(va)
+
+
+def _n_units(apes: GreatApes, group: int) -> int:
+    return -(-len(apes.blocks) // group)
+
+
+def _unit_sequence(apes: GreatApes, s: int, u: int, group: int) -> np.ndarray:
+    """Raw bytes (uint8) of unit u's blocks joined in order, in species s."""
+    blocks = range(u * group, min((u + 1) * group, len(apes.blocks)))
+    zero = np.zeros(1, dtype=np.int64)
+    return np.concatenate([apes.readers[s].gather(apes.blocks[b], zero, int(apes.lengths[s, b]))[0] for b in blocks])
+
+
+def _unit_datasets(apes: GreatApes, root, seq_len: int, seed: int, group: int, n_folds: int, fold: int,
+                   val_fraction: float) -> tuple[SegmentDataset, SegmentDataset, SegmentDataset, int]:
+    """block_group > 1: split by units of `group` consecutive blocks; each unit tiled by segments of seq_len."""
+    U, S = _n_units(apes, group), len(apes.species)
+    unit_len = np.add.reduceat(apes.lengths, np.arange(0, len(apes.blocks), group), axis=1)  # (S, U)
+    per_unit = unit_len.min(axis=0) // seq_len  # (U,) segments per unit and species (balanced classes)
+    parts = [p[per_unit[p] > 0] for p in split_blocks(U, seed, n_folds, fold, val_fraction)]
+    if any(len(p) == 0 for p in parts):
+        raise DataError(f"{Path(root) / APES_DIR}: too few units of {group} blocks with at least {seq_len} bp in every "
+                        f"species ({int((per_unit > 0).sum())}) to fill train, val and test")
+    out = []
+    for k, part in enumerate(parts):
+        rng = np.random.default_rng([STREAM_SEGMENTS, k, group] if k == 2 else [int(seed), STREAM_SEGMENTS, k, group])
+        segs, labels, units, starts = [], [], [], []
+        for s in range(S):
+            for u in part.tolist():
+                seq, n = _unit_sequence(apes, s, u, group), int(per_unit[u])
+                shift = int(rng.integers(0, len(seq) - n * seq_len + 1))
+                segs.append(GENOME_LUT[seq[shift:shift + n * seq_len]].reshape(n, seq_len))
+                labels.append(np.full(n, s, dtype=np.int64))
+                units.append(np.full(n, u, dtype=np.int64))
+                starts.append(shift + seq_len * np.arange(n, dtype=np.int64))
+        ids = np.concatenate(segs)
+        if (ids == INVALID).any():
+            raise DataError(f"{Path(root) / APES_DIR}: invalid character in a sequence (expected A/C/G/T/N)")
+        out.append(SegmentDataset(ids, np.concatenate(labels), np.concatenate(units), np.concatenate(starts)))
+    return out[0], out[1], out[2], S
 
 
 def _check(root: Path, task: str) -> str | None:

@@ -9,24 +9,33 @@ Width search: d_model over multiples of the architecture's `width_step` with its
 (both registered with the architecture, gdna.registry); the closest width is kept, then the inner width
 (MLP hidden / d_inner, a multiple of 8) is adjusted to land as close to the budget as possible (always
 within ±3%). Nothing here names an architecture: a new one is a file in gdna/models/ and its registry entry.
+
+Depth: `n_layers: 0` asks the solver for the depth too (the model-size scaling study, from ≈200K to ≈40M
+parameters, cannot keep 2 layers): the depth whose solved width per layer (d_model / n_layers) is closest to
+DEPTH_ASPECT, the shape of the study's fixed model (6 layers × width 128); d_model / n_layers falls as the
+depth grows, so the depth is found by bisection. `describe` (and the loop's reports: `n_params`,
+`d_model`, `n_layers`) give the chosen width, depth and exact count.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
-from gdna.config import ModelConfig
+from gdna.config import PAPER_SCALING_CONTEXT_D_MODEL, PAPER_SCALING_CONTEXT_N_LAYERS, ModelConfig
 from gdna.errors import ConfigError
 from gdna.models.heads import ClassificationHead, LMHead
 from gdna.registry import ARCHITECTURES
 
 HEADS = ("lm", "cls")
 BUDGET_TOLERANCE = 0.03
+DEPTH_ASPECT = PAPER_SCALING_CONTEXT_D_MODEL / PAPER_SCALING_CONTEXT_N_LAYERS  # width per layer, auto depth
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,12 @@ class Dims:
 
     d_model: int
     d_inner: int
+    n_layers: int = 0  # the depth (0: the config's n_layers); resolve_dims always fills it in
 
 
 def make_backbone(cfg: ModelConfig, dims: Dims) -> nn.Module:
     arch = ARCHITECTURES.get(cfg.arch, "model.arch")
-    return arch.build(cfg.vocab_size, dims.d_model, cfg.n_layers, dims.d_inner, cfg.settings, cfg.dropout)
+    return arch.build(cfg.vocab_size, dims.d_model, dims.n_layers or cfg.n_layers, dims.d_inner, cfg.settings, cfg.dropout)
 
 
 def default_inner(cfg: ModelConfig, d_model: int) -> int:
@@ -52,7 +62,18 @@ def width_step(cfg: ModelConfig) -> int:
 
 @functools.lru_cache(maxsize=1024)
 def count_backbone_params(cfg: ModelConfig, dims: Dims) -> int:
-    """Exact backbone parameter count, from a build on the meta device (no memory, no init cost)."""
+    """Exact backbone parameter count. Blocks of one config have the same count (tests/test_scaling_sizes.py
+    checks every registered architecture against a full build), so deep models are counted from meta-device
+    builds of 1 and 2 layers: embedding + norm + n × block."""
+    n = dims.n_layers or cfg.n_layers
+    if n <= 2:
+        return _meta_count(cfg, dims)
+    one, two = (_meta_count(cfg, dataclasses.replace(dims, n_layers=k)) for k in (1, 2))
+    return one + (n - 1) * (two - one)
+
+
+def _meta_count(cfg: ModelConfig, dims: Dims) -> int:
+    """Parameter count of a build on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
         return count_params(make_backbone(dataclasses.replace(cfg, dropout=0.0), dims))
 
@@ -77,7 +98,7 @@ def _solve(cfg: ModelConfig) -> Dims:
     inner0 = default_inner(cfg, best)
     n0, slope = at(best, inner0), at(best, inner0 + 8) - at(best, inner0)
     inner = max(8, inner0 + 8 * round((budget - n0) / slope))
-    dims = Dims(best, inner)
+    dims = Dims(best, inner, cfg.n_layers)
     n = count_backbone_params(cfg, dims)
     if abs(n - budget) > BUDGET_TOLERANCE * budget:
         raise ConfigError(f"model.param_budget: no {cfg.arch} width with n_layers={cfg.n_layers} lands within "
@@ -85,14 +106,39 @@ def _solve(cfg: ModelConfig) -> Dims:
     return dims
 
 
+@functools.lru_cache(maxsize=256)
+def _solve_depth(cfg: ModelConfig) -> Dims:
+    """n_layers = 0: the depth whose solved width per layer is closest to DEPTH_ASPECT (log scale)."""
+    def at(n: int) -> Dims | None:
+        try:
+            return _solve(dataclasses.replace(cfg, n_layers=n))
+        except ConfigError:  # no width lands within ±3% at this depth
+            return None
+
+    # d_model / n_layers decreases with n: bisect for the last depth at or above the aspect
+    lo, hi = 1, MAX_DEPTH
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        d = at(mid)
+        if d is not None and d.d_model / mid >= DEPTH_ASPECT:
+            lo = mid
+        else:
+            hi = mid
+    cands = [(n, d) for n in (lo - 1, lo, hi, hi + 1) if 1 <= n <= MAX_DEPTH for d in [at(n)] if d is not None]
+    if not cands:
+        raise ConfigError(f"model.param_budget: no {cfg.arch} depth and width land within ±3% of {cfg.param_budget}")
+    n, dims = min(cands, key=lambda nd: (abs(math.log(nd[1].d_model / nd[0] / DEPTH_ASPECT)), nd[0]))
+    return dims
+
+
 def resolve_dims(cfg: ModelConfig) -> Dims:
     """The widths build_model uses: cfg.d_model with the default inner width if set, else the budget solver's."""
     cfg = cfg.validate()
     if cfg.d_model is not None:
-        return Dims(cfg.d_model, default_inner(cfg, cfg.d_model))
+        return Dims(cfg.d_model, default_inner(cfg, cfg.d_model), cfg.n_layers)
     # only the fields that shape the backbone matter for the solve (cache key)
     key = dataclasses.replace(cfg, dropout=0.0, pooling="mean", n_classes=2)
-    return _solve(key)
+    return _solve_depth(key) if cfg.n_layers == 0 else _solve(key)
 
 
 def solve_width(arch: str, n_layers: int, budget: int, **cfg: Any) -> int:
@@ -114,7 +160,8 @@ def describe(cfg: ModelConfig) -> str:
     inner = ARCHITECTURES.get(cfg.arch, "model.arch").describe(cfg.settings, dims)
     target = (f"budget {cfg.param_budget:,}, {100 * (n - cfg.param_budget) / cfg.param_budget:+.2f}%"
               if cfg.d_model is None else "explicit d_model")
-    return (f"{cfg.arch}: n_layers={cfg.n_layers} d_model={dims.d_model} {inner} → {n:,} backbone params "
+    depth = f"n_layers={dims.n_layers}" + (" (solver-chosen)" if cfg.n_layers == 0 else "")
+    return (f"{cfg.arch}: {depth} d_model={dims.d_model} {inner} → {n:,} backbone params "
             f"(embedding + blocks + final norm; {target})")
 
 

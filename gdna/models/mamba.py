@@ -50,6 +50,8 @@ class MambaMixer(nn.Module):
     def reset_special_parameters(self) -> None:
         """Mamba's init: conv as nn.Conv1d; dt_proj weight U(±dt_rank^-½), bias = softplus⁻¹(dt) with dt
         log-uniform in [dt_min, dt_max]; A_log = log(1..N) (S4D-real); D = 1."""
+        if self.D.is_meta:  # a meta-device build (parameter counting) has no values to initialise
+            return
         bound = 1.0 / math.sqrt(self.conv_weight.shape[-1])  # fan_in of a depthwise conv = kernel size
         nn.init.uniform_(self.conv_weight, -bound, bound)
         nn.init.uniform_(self.conv_bias, -bound, bound)

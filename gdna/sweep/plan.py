@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from gdna.config import TrainConfig, TrialConfig, finetune_recipe
 from gdna.errors import ConfigError
-from gdna.registry import corpus_of
+from gdna.registry import ARCHITECTURES, corpus_of
 from gdna.train.export import export_file, is_exported, read_export_metrics
 from gdna.sweep.spec import SweepSpec
 
@@ -82,6 +82,7 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)  # grid points over the search-space axes
     fingerprints: dict[str, str] = field(default_factory=dict)  # task → data fingerprint ("" if not here)
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (arch, context length, why) not run
 
     def task_fingerprint(self, task: str) -> str:
         if task not in self.fingerprints:
@@ -110,6 +111,8 @@ class Plan:
         spec = self.spec
         model = dataclasses.replace(spec.overrides.models[cell.arch], n_classes=n_classes(spec, cell.task))
         data = spec.base_data(task=cell.task, fold=cell.fold, fingerprint=self.task_fingerprint(cell.task))
+        if spec.pretrain.match_context and cell.context_len:  # fine-tune at the pretraining's length
+            data = dataclasses.replace(data, max_len=cell.context_len)
         train = finetune_recipe(cell.strategy, **{**spec.overrides.train, "seed": cell.seed})
         d = TrialConfig(model=model, data=data, train=train).to_dict()
         for k, v in axes.items():
@@ -160,6 +163,11 @@ class Plan:
                 corpus = corpus_of(strat)
                 by = f"arch × {corpus.describe or corpus.name}" + (" × context" if pre.per_context else "")
                 lines.append(f"    {strat:<11s} {ng:>3} groups ({by}): {nj} runs, {nd} done")
+        lines += self._scaling_lines()
+        if not spec.finetune:
+            lines.append("stage 2 finetune: none (finetune: false, a pretraining-only study)")
+            lines.append(f"total: {len(self.pretrain) - n_done} pretraining runs")
+            return "\n".join(lines)
         axes = " × ".join(f"{k} {len(v)}" for k, v in s.axes().items()) or "no grid axes"
         folds = "paired with seeds" if s.folds == "paired" else f"{len(self._folds())} fold(s)"
         ctx = f"(× {len(spec.pretrain.context_lens)} context if pretrained) " if spec.pretrain.per_context else ""
@@ -199,6 +207,45 @@ class Plan:
         lines.append(f"total: {len(self.pretrain) - n_done} pretraining runs + {self.n_finetune} fine-tuning trials")
         return "\n".join(lines)
 
+    def _scaling_lines(self) -> list[str]:
+        """Token budgets per context length, model sizes, and what the quadratic-length rule skips."""
+        pre, lines = self.spec.pretrain, []
+        if pre.param_budgets:
+            lines.append(f"    model sizes: {len(pre.param_budgets)} parameter budgets "
+                         + ", ".join(_short(b) for b in pre.param_budgets)
+                         + f" (±3%; n_layers {self.spec.model.get('n_layers', 'default')}"
+                         + (": the solver chooses depth and width" if self.spec.model.get("n_layers") == 0 else "")
+                         + "; each run logs n_params, d_model, n_layers)")
+        seen: dict[int, TrialConfig] = {}
+        for j in self.pretrain:
+            seen.setdefault(j.trial.data.context_len, j.trial)
+        total = 0
+        for L, t in sorted(seen.items()):
+            tr = t.train
+            per_step = tr.batch_size * L
+            n_runs = sum(j.trial.data.context_len == L for j in self.pretrain)
+            total += per_step * tr.max_steps * n_runs
+            micro = tr.micro_batch_size or tr.batch_size // self.spec.resources.workers_per_trial
+            acc = tr.batch_size // self.spec.resources.workers_per_trial // micro
+            warm = ""
+            if tr.seq_warmup_start and tr.seq_warmup_start < L:
+                from gdna.train.batches import seq_len_schedule
+
+                sched = seq_len_schedule(L, tr.seq_warmup_start, tr.seq_warmup_steps)
+                warm = (f"; sequence-length warmup {' → '.join(str(x) for _, x in sched)} "
+                        f"({tr.seq_warmup_steps} steps each)")
+            lines.append(f"    context {L}: batch {tr.batch_size} × {L} = {per_step:,} tokens per step "
+                         f"(micro-batch {micro} × {acc} accumulation step(s) per worker), {tr.max_steps} steps = "
+                         f"{_short(per_step * tr.max_steps)} tokens per run × {n_runs} run(s){warm}")
+        if seen:
+            lines.append(f"    token budget: {_short(total)} training tokens over all pretraining runs")
+        by_arch: dict[tuple[str, str], list[int]] = {}
+        for arch, L, why in self.skipped:
+            by_arch.setdefault((arch, why), []).append(L)
+        for (arch, why), Ls in by_arch.items():
+            lines.append(f"    skipped: {arch} at context {', '.join(str(x) for x in sorted(set(Ls)))} ({why})")
+        return lines
+
     def _folds(self) -> list[int]:
         f = self.spec.space.folds
         if f is None:
@@ -218,11 +265,21 @@ def build_plan(spec: SweepSpec) -> Plan:
                 continue
             for task in _group_tasks(spec, strategy):
                 for ctx_group, ctxs in _context_groups(spec):
-                    group = _group_name(arch, strategy, task, ctx_group)
-                    jobs = [_pretrain_job(spec, arch, strategy, task, group, lr, ctx)
-                            for lr in spec.pretrain.lrs for ctx in ctxs]
-                    plan.groups[group] = jobs
-                    plan.pretrain.extend(jobs)
+                    for budget in spec.pretrain.param_budgets or (None,):
+                        ok = []
+                        for ctx in ctxs:
+                            why = skip_reason(spec, arch, ctx)
+                            if why:
+                                plan.skipped.append((arch, ctx, why))
+                            else:
+                                ok.append(ctx)
+                        if not ok:
+                            continue
+                        group = _group_name(arch, strategy, task, ctx_group, budget)
+                        jobs = [_pretrain_job(spec, arch, strategy, task, group, lr, ctx, budget)
+                                for lr in spec.pretrain.lrs for ctx in ok]
+                        plan.groups[group] = jobs
+                        plan.pretrain.extend(jobs)
     # the same pretraining config may serve two groups only if identical; dedupe by key
     seen: dict[str, PretrainJob] = {}
     for j in plan.pretrain:
@@ -230,12 +287,16 @@ def build_plan(spec: SweepSpec) -> Plan:
     plan.pretrain = list(seen.values())
     # fine-tuning cells
     folds_of = (lambda seed: [seed % spec.base_data().n_folds]) if s.folds == "paired" else (lambda seed: plan._folds())
-    for arch in spec.architectures:
+    for arch in spec.architectures if spec.finetune else ():
         for strategy in spec.strategies:
             for task in spec.tasks:
                 groups = [(None, None)] if corpus_of(strategy) is None else [
                     (_group_name(arch, strategy, task if _per_task(strategy) else None, c), c)
                     for c, _ in _context_groups(spec)]
+                if corpus_of(strategy) is None and spec.pretrain.match_context:  # scratch once per length too
+                    groups = [(None, c) for c, _ in _context_groups(spec)]
+                # a length the quadratic rule skips has no pretraining: no cell either
+                groups = [(g, c) for g, c in groups if not (c and skip_reason(spec, arch, c))]
                 for group, ctx in groups:
                     for seed in s.seeds:
                         for fold in folds_of(seed):
@@ -265,25 +326,56 @@ def _context_groups(spec: SweepSpec) -> list[tuple[int | None, tuple[int, ...]]]
     return [(c, (c,)) for c in ctxs] if spec.pretrain.per_context else [(None, ctxs)]
 
 
-def _group_name(arch: str, strategy: str, task: str | None, ctx: int | None) -> str:
-    return f"{arch}.{strategy}" + (f".{task}" if task else "") + (f".ctx{ctx}" if ctx else "")
+def _group_name(arch: str, strategy: str, task: str | None, ctx: int | None, budget: int | None = None) -> str:
+    return (f"{arch}.{strategy}" + (f".{task}" if task else "") + (f".ctx{ctx}" if ctx else "")
+            + (f".p{_short(budget)}" if budget else ""))
 
 
-def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, group: str, lr: float, ctx: int) -> PretrainJob:
+def skip_reason(spec: SweepSpec, arch: str, ctx: int) -> str | None:
+    """Why `arch` is not run at context length `ctx` (None: it is): an architecture whose cost grows as L²
+    (its registry entry's quadratic_in_length) beyond pretrain.quadratic_max_len."""
+    limit = spec.pretrain.quadratic_max_len
+    if limit and ctx > limit and ARCHITECTURES.get(arch).quadratic_in_length:
+        return f"quadratic in length: attention cost grows as L², skipped beyond pretrain.quadratic_max_len {limit}"
+    return None
+
+
+def _short(n: float) -> str:
+    """1_048_576 → '1.05M', 10_485_760_000 → '10.5B'."""
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:g}"
+
+
+def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, group: str, lr: float, ctx: int,
+                  budget: int | None = None) -> PretrainJob:
     from gdna.data.corpora import corpus_fingerprint
 
     pre = spec.pretrain
     corpus = corpus_of(strategy)
     model = spec.overrides.models[arch]
+    if budget:
+        model = dataclasses.replace(model, param_budget=budget, d_model=None)
     data = dataclasses.replace(
         spec.overrides.pretrain_data, corpus=corpus.name, task=task if corpus.reads == "task" else None,
         domain_tasks=tuple(sorted(pre.domain_tasks or spec.tasks)) if corpus.reads == "all_tasks" else (),
         context_len=ctx,
     )
+    batch, extra = pre.batch_size, {}
+    if pre.tokens_per_batch:  # tokens per step fixed: batch = tokens / L; an epoch = one fresh global batch
+        batch = pre.tokens_per_batch // ctx
+        data = dataclasses.replace(data, windows_per_epoch=batch)
+    if pre.eval_tokens:
+        data = dataclasses.replace(data, eval_windows=max(1, pre.eval_tokens // ctx))
+    if pre.micro_tokens:  # gradient accumulation: the largest micro-batch within micro_tokens that divides
+        local = max(1, batch // spec.resources.workers_per_trial)
+        cap = max(1, pre.micro_tokens // ctx)
+        extra["micro_batch_size"] = max(m for m in range(1, min(local, cap) + 1) if local % m == 0)
     data = dataclasses.replace(data, fingerprint=_fingerprint(lambda: corpus_fingerprint(data)))
     train = TrainConfig(**{
-        "objective": "clm", "lr": lr, "batch_size": pre.batch_size, "max_steps": pre.steps,
-        "eval_every": min(pre.eval_every, pre.steps), "seed": pre.seed, **spec.overrides.pretrain_train,
+        "objective": "clm", "lr": lr, "batch_size": batch, "max_steps": pre.steps,
+        "eval_every": min(pre.eval_every, pre.steps), "seed": pre.seed, **extra, **spec.overrides.pretrain_train,
     })
     trial = TrialConfig(model=model, data=data, train=train).validate()
     key = trial.identity()

@@ -62,7 +62,7 @@ class SweepRunner:
                     ok = True
                     if self.plan.pretrain:
                         ok = self.run_pretrain()
-                    if ok:
+                    if ok and self.spec.finetune:  # finetune: false = a pretraining-only study
                         ok = self.run_finetune()
                 finally:
                     import ray

@@ -138,6 +138,19 @@ class PretrainSpec:
     # its own (best lr per length) and every pretrained fine-tuning cell runs once per length (Table 5)
     per_context: bool = False
     domain_tasks: tuple[str, ...] = ()  # domain_spt corpus; () → the sweep's tasks
+    # scaling studies (sweeps/scaling_*.yaml): a model-size axis (each budget its own group; the model's
+    # n_layers 0 lets the solver choose the depth too), tokens per optimizer step held fixed (batch =
+    # tokens_per_batch / context length; an epoch is then one freshly drawn global batch), micro-batches of
+    # at most micro_tokens tokens per worker (gradient accumulation), eval_tokens of validation / test
+    # windows per length, and architectures whose cost is quadratic in length skipped beyond quadratic_max_len
+    param_budgets: tuple[int, ...] = ()  # () → the model's param_budget
+    tokens_per_batch: int = 0  # 0 → batch_size windows per step
+    micro_tokens: int = 0  # 0 → no cap (micro_batch_size from pretrain.train, else the whole batch)
+    eval_tokens: int = 0  # 0 → data.eval_windows windows
+    quadratic_max_len: int = 0  # 0 → never skip
+    # fine-tuning cells of a per_context sweep use max_len = their pretraining context length (great apes
+    # by length); scratch cells then run once per length too
+    match_context: bool = False
     data: dict[str, Any] = field(default_factory=dict)  # DataConfig overrides for pretraining only
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for pretraining only
 
@@ -157,6 +170,21 @@ class PretrainSpec:
         for k in ("batch_size", "eval_every"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{where}.{k}: must be ≥ 1, got {getattr(self, k)}")
+        for k in ("tokens_per_batch", "micro_tokens", "eval_tokens", "quadratic_max_len"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{where}.{k}: must be ≥ 0, got {getattr(self, k)}")
+        for i, b in enumerate(self.param_budgets):
+            if b < 1:
+                raise ConfigError(f"{where}.param_budgets[{i}]: must be ≥ 1, got {b}")
+        if len(set(self.param_budgets)) != len(self.param_budgets):
+            raise ConfigError(f"{where}.param_budgets: duplicate entries {list(self.param_budgets)}")
+        if self.tokens_per_batch:
+            for i, c in enumerate(self.context_lens):
+                if self.tokens_per_batch % c:
+                    raise ConfigError(f"{where}.context_lens[{i}]: {c} does not divide tokens_per_batch "
+                                      f"{self.tokens_per_batch} (batch = tokens_per_batch / context length)")
+        if self.match_context and not self.per_context:
+            raise ConfigError(f"{where}.match_context: needs per_context: true (one group per context length)")
         if self.selection_metric not in SELECTION_METRICS:
             raise ConfigError(
                 f"{where}.selection_metric: unknown metric {self.selection_metric!r} (choose from {', '.join(SELECTION_METRICS)})"
@@ -189,6 +217,7 @@ class SweepSpec:
     name: str = ""
     description: str = ""
     tasks: tuple[str, ...] = ()
+    finetune: bool = True  # false: a pretraining-only study (the scaling sweeps; tasks may be empty)
     architectures: tuple[str, ...] = ()
     strategies: tuple[str, ...] = ()
     search_space: str = ""  # file in search_spaces/ (name or path)
@@ -223,8 +252,12 @@ class SweepSpec:
                 registry.get(v, f"{key}[{i}]")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{key}: duplicate entries {list(values)}")
-        if not self.tasks:
+        if not self.tasks and self.finetune:
             raise ConfigError("tasks: empty list (name at least one Genomic Benchmarks task)")
+        if self.pretrain.param_budgets and self.finetune:
+            raise ConfigError("pretrain.param_budgets: a model-size sweep is pretraining only (set finetune: false)")
+        if not self.finetune and all(corpus_of(st) is None for st in self.strategies):
+            raise ConfigError("finetune: false needs a strategy with a pretraining corpus (e.g. hg38)")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks: duplicate entries {list(self.tasks)}")
         for i, t in enumerate(self.tasks):

@@ -85,3 +85,46 @@ def loader(
             persistent_workers=False,
         )
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence-length warmup (causal LM): HyenaDNA's schedule of short windows first, doubling up to the target.
+def seq_len_schedule(target: int, start: int, steps_per_stage: int) -> list[tuple[int, int]]:
+    """[(first optimizer step, sequence length)] in order: `start`, 2·start, 4·start, ... each for
+    `steps_per_stage` steps, then `target` from there on. start = 0 (or ≥ target): [(0, target)]."""
+    out, length, step = [], int(start), 0
+    while 0 < length < target:
+        out.append((step, length))
+        length, step = length * 2, step + int(steps_per_stage)
+    out.append((step, int(target)))
+    return out
+
+
+def seq_len_at(schedule: list[tuple[int, int]], step: int) -> int:
+    """The sequence length of optimizer step `step` (0-based) under `schedule`."""
+    length = schedule[0][1]
+    for first, L in schedule:
+        if step >= first:
+            length = L
+    return length
+
+
+def cut_clm_batch(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A collated causal-LM batch (inputs (B, L), targets (B, L), mask (B, L)) cut into pieces of
+    `length` tokens: (B·⌈L/length⌉, length) each, the same tokens and targets (targets[t] = ids[t+1], so
+    piece i predicts ids[i·length+1 .. (i+1)·length]), so the tokens per optimizer step do not change.
+    A last partial piece is right padded (mask False, target -100); pieces without a target are dropped."""
+    inputs, targets, mask = batch
+    Bsz, L = inputs.shape
+    if length >= L:
+        return batch
+    pad = (-L) % length
+    if pad:
+        inputs = torch.nn.functional.pad(inputs, (0, pad), value=0)
+        targets = torch.nn.functional.pad(targets, (0, pad), value=-100)
+        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+    inputs, targets, mask = (t.reshape(-1, length) for t in (inputs, targets, mask))
+    keep = (targets != -100).any(dim=1)
+    if not bool(keep.all()):
+        inputs, targets, mask = inputs[keep], targets[keep], mask[keep]
+    return inputs, targets, mask

@@ -86,6 +86,9 @@ class _Loop:
         self.verbose = bool(config.get("verbose", False))
         self.obj = OBJECTIVES[self.cfg.objective]
         self.local_batch, self.micro = B.per_worker_batch(self.cfg.batch_size, rt.world_size, self.cfg.micro_batch_size)
+        # sequence-length warmup (clm only): [(first step, length)]; None when off
+        self.seq_schedule = (B.seq_len_schedule(trial.data.context_len, self.cfg.seq_warmup_start, self.cfg.seq_warmup_steps)
+                             if self.obj.name == "clm" and self.cfg.seq_warmup_start else None)
 
     # -- setup ----------------------------------------------------------------------------------
     def _datasets(self) -> None:
@@ -144,12 +147,19 @@ class _Loop:
         self.bad_epochs = int(s.get("bad_epochs", 0))
         self.history = list(s.get("history", []))
         self.time_train = float(s.get("time_train_s", 0.0))
+        self.tokens_seen = int(s.get("tokens_seen", 0))
+        from gdna.models.build import count_backbone_params
+
+        dims = self.model.dims
+        self.size = {"n_params": count_backbone_params(dataclasses.replace(self.model_cfg, dropout=0.0), dims),
+                     "d_model": dims.d_model, "n_layers": dims.n_layers}
         self._event({
             "event": "start",
             "resumed_from": getattr(self, self.obj.progress) if resume is not None else None,
             "objective": self.obj.name,
             "world_size": self.rt.world_size,
             "entered": entered,
+            **self.size,
         })
         final = self.obj.run(self)
         self._event({"event": "end", "status": final.get("status")})
@@ -157,7 +167,7 @@ class _Loop:
 
     def _final_metrics(self, acc: dict, status: str, last: dict | None, val_metric: str) -> dict[str, Any]:
         """The last report's metrics (either objective), marked final; a diverged run has no train loss."""
-        m = dict(last or {})
+        m = {**self.size, **(last or {})}
         m.update({"epoch": self.epoch, "step": self.step, "lr": self._lr(), "status": status, "final": True})
         m.setdefault("train_loss", acc["loss"])
         m.setdefault("val_loss", float("nan"))
@@ -183,6 +193,9 @@ class _Loop:
         t0 = time.perf_counter()
         for gsize, mbs in plan:
             micro_batches = [next(it) for _ in mbs]
+            if self.seq_schedule is not None:  # warmup: the step's windows cut to its length, same tokens
+                length = B.seq_len_at(self.seq_schedule, self.step)
+                micro_batches = [B.cut_clm_batch(b, length) for b in micro_batches]
             gcount = self.obj.global_count(self, micro_batches, gsize)
             tokens += sum(batch_tokens(self.obj.name, b) for b in micro_batches)
             mean, diverged = train_step(
@@ -196,6 +209,7 @@ class _Loop:
             self.step += 1
             loss_sum += mean * gcount
             count += gcount
+            self.tokens_seen += gcount if self.obj.name == "clm" else 0
         del it
         dt = time.perf_counter() - t0
         elapsed += dt
@@ -216,7 +230,7 @@ class _Loop:
 
     def _report(self, metrics: dict[str, Any], final: bool = False, model_state: dict | None = None) -> None:
         """Every rank reports; rank 0 attaches the checkpoint (the `done` one for the final report)."""
-        metrics = {k: _plain(v) for k, v in metrics.items()}
+        metrics = {k: _plain(v) for k, v in {**self.size, **metrics}.items()}
         self.history.append(metrics)
         ckpt_dir = None
         if self.rt.rank == 0:
@@ -228,7 +242,7 @@ class _Loop:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "rng": C.capture_rng(), "best": self.best, "bad_epochs": self.bad_epochs,
-                "history": self.history, "time_train_s": self.time_train,
+                "history": self.history, "time_train_s": self.time_train, "tokens_seen": self.tokens_seen,
                 "done": final, "final": metrics if final else None,
             })
             if self.verbose:
@@ -320,8 +334,10 @@ class CausalLM:
     def datasets(self, trial: TrialConfig, seed: int) -> tuple[Any, Any, Any, ModelConfig]:
         from gdna.data.corpora import clm_datasets
 
+        from gdna.data.corpora import clm_test_dataset
+
         train_ds, val_ds = clm_datasets(trial.data, seed)
-        return train_ds, val_ds, None, trial.model
+        return train_ds, val_ds, clm_test_dataset(trial.data, seed), trial.model
 
     def collate(self) -> Callable[[list], Any]:
         from gdna.data.corpora import collate_clm
@@ -358,7 +374,8 @@ class CausalLM:
                 m = {
                     "step": lp.step, "epoch": lp.epoch, "train_loss": acc["loss"], "val_loss": val["loss"],
                     "val_ppl": val["ppl"], "lr": lp._lr(), "tokens_per_s": acc["tokens_per_s"],
-                    "status": "running", "final": False,
+                    "tokens_seen": lp.tokens_seen, "seq_len": B.seq_len_at(lp.seq_schedule, lp.step - 1)
+                    if lp.seq_schedule else lp.trial.data.context_len, "status": "running", "final": False,
                 }
                 if not math.isfinite(val["loss"]):
                     return self.finish(lp, acc, status="diverged", last=m)
@@ -377,9 +394,13 @@ class CausalLM:
         if lp.best is not None:
             m.update({"best_val_loss": lp.best["value"], "best_val_ppl": perplexity(lp.best["value"]),
                       "best_step": lp.best["at"]})
+            if lp.test_ds is not None:  # the corpus has a test split (the genome's BED): the best model on it
+                lp.model.load_state_dict(lp.best["model"])
+                test = lp._eval(lp.test_ds)
+                m.update({"test_loss": test["loss"], "test_ppl": test["ppl"]})
         else:
             m.update({"best_val_loss": float("nan"), "best_val_ppl": float("nan"), "best_step": 0})
-        m["time_train_s"] = lp.time_train
+        m["time_train_s"], m["tokens_seen"] = lp.time_train, lp.tokens_seen
         m["export_path"] = _export(lp, m) if lp.best is not None and lp.trial.export_dir else None
         lp._report(m, final=True)
         return m
