@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.gdna-installed
 TORCH_PIP_ARGS ?=
 export GDNA_DATA_ROOT ?= $(abspath ../shared/data)
 
-.PHONY: install demo test browser clean
+.PHONY: install demo test cluster-test browser clean
 
 install: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: $(STAMP)
 	$(VENV)/bin/gdna analyze quickstart
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not cluster" tests
+
+# A live 2-node Ray cluster + MLflow server on this machine, a sweep submitted with `ray job submit`,
+# the worker node killed mid-trial (tests/test_cluster_live.py; a few minutes).
+cluster-test: $(STAMP)
+	$(PY) -m pytest -q -m cluster tests
 
 # Optional: Debian's headless Chromium for the MLflow UI screenshot test (needs root + apt).
 browser:

@@ -253,14 +253,22 @@ RUNNERS = ("train", "inline")  # ResourcesConfig.runner
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """Ray resources. Fractions are allowed (2-core laptops); on a GPU cluster set gpus_per_worker: 1."""
+    """Ray resources. Fractions are allowed (2-core laptops); on a GPU cluster set gpus_per_worker: 1.
+
+    GPU packing: a single-worker trial may take a GPU fraction (0.25 → four 1.6M-parameter trials per
+    GPU); DDP trials (workers_per_trial > 1) take whole GPUs (NCCL cannot share one GPU between ranks).
+    """
 
     workers_per_trial: int = 1  # Ray Train DDP workers per trial
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     cpus_per_trial: float = 0.1  # the Tune function trainable that drives the TorchTrainer
-    max_concurrent_trials: int = 0  # 0 → as many as resources allow
+    max_concurrent_trials: int = 0  # 0 → as many as resources allow (live cluster + autoscaler maximum)
     max_failures: int = 1  # Ray Train worker-group restarts per trial, from the last checkpoint
+    # Where trial drivers (Tune trainable + Train controller) run: "auto" = on the nodes advertising
+    # gdna_driver (cluster.yaml's head) when the cluster has it, anywhere otherwise; "" = anywhere;
+    # another name = a custom resource of yours. A driver requests a sliver (0.001) of it.
+    driver_resource: str = "auto"
     # How a trial trains: "train" = a Ray Train TorchTrainer (its own controller + worker processes, DDP);
     # "inline" = the same loop inside the Tune trial's own process, reused by the next trial (no process
     # starts per trial: the fast path for 1-worker trials); only with workers_per_trial 1.
@@ -273,6 +281,16 @@ class ResourcesConfig:
                 raise ConfigError(f"{where}.{k}: must be > 0 (Ray rejects 0-CPU trials), got {getattr(self, k)}")
         if self.gpus_per_worker < 0:
             raise ConfigError(f"{where}.gpus_per_worker: must be ≥ 0, got {self.gpus_per_worker}")
+        if self.gpus_per_worker > 0 and self.gpus_per_worker != int(self.gpus_per_worker):
+            if self.workers_per_trial > 1:
+                raise ConfigError(
+                    f"{where}.gpus_per_worker: {self.gpus_per_worker:g} with workers_per_trial {self.workers_per_trial}: "
+                    "DDP trials take whole GPUs (NCCL cannot share a GPU between ranks); fractions only for 1 worker")
+            if self.gpus_per_worker > 1:
+                raise ConfigError(f"{where}.gpus_per_worker: {self.gpus_per_worker:g}: more than one GPU must be a whole number")
+        if self.driver_resource not in ("auto", "") and (
+                not self.driver_resource.replace("_", "a").isalnum() or self.driver_resource in ("CPU", "GPU", "memory")):
+            raise ConfigError(f"{where}.driver_resource: {self.driver_resource!r} is not a custom resource name ('auto', '' or e.g. gdna_driver)")
         if self.max_concurrent_trials < 0:
             raise ConfigError(f"{where}.max_concurrent_trials: must be ≥ 0, got {self.max_concurrent_trials}")
         if self.runner not in RUNNERS:

@@ -19,7 +19,7 @@ def register(sub) -> None:
     m.add_argument("--host", default=None, help="address to bind (default: this node's private IP; never 0.0.0.0)")
     m.add_argument("--port", type=int, default=5000)
     m.add_argument("--data-root", default=None, help="GDNA_DATA_ROOT written to head.env (default <storage>/data)")
-    m.add_argument("--workers", type=int, default=2, help="server worker processes")
+    m.add_argument("--workers", type=int, default=1, help="server worker processes (1: one process, no supervisor restarts)")
     m.add_argument("--stop", action="store_true", help="stop the server this node started")
     m.set_defaults(func=cmd_mlflow_server)
 

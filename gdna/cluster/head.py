@@ -71,7 +71,7 @@ def _read_pid(d: Path) -> int | None:
 
 
 def start_server(storage: str, *, host: str | None = None, port: int = 5000, data_root: str | None = None,
-                 backend_uri: str | None = None, workers: int = 2, wait_s: float = 120.0, out=sys.stdout) -> str:
+                 backend_uri: str | None = None, workers: int = 1, wait_s: float = 180.0, out=sys.stdout) -> str:
     """Start (or find running) the MLflow server; returns its tracking URI (http://<host>:<port>)."""
     if host is not None and host.strip() in WORLD:
         raise ConfigError(f"--host: refusing to bind MLflow to {host or 'all interfaces'!r}: give the head's private address (default) or 127.0.0.1")
@@ -111,6 +111,7 @@ def start_server(storage: str, *, host: str | None = None, port: int = 5000, dat
             print(f"mlflow server up in {time.time() - t0:.0f} s: GDNA_TRACKING_URI={uri} (written to {env_file})", file=out, flush=True)
             return uri
         time.sleep(0.5)
+    stop_server(out=out)  # ours, and useless: do not leave it behind
     raise ConfigError(f"mlflow server at {uri} not healthy after {wait_s:.0f} s (see {d / 'mlflow' / 'server.log'})")
 
 

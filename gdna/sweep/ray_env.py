@@ -1,12 +1,12 @@
 """Ray for a sweep: the environment its processes need, a private local Ray or the cluster's, concurrency."""
 from __future__ import annotations
 
-import math
 import os
 import socket
 from typing import Any
 
 from gdna.config import ResourcesConfig
+from gdna.errors import ConfigError
 from gdna.train.trainer import DEFAULT_HEALTH_CHECK_S, HEALTH_CHECK_ENV
 
 ENV_DEFAULTS = {
@@ -46,6 +46,9 @@ def init_ray(ray_address: str, verbose: int) -> None:
     os.environ.update(pinned)
     try:
         ray.init(**kw)
+    except ray.exceptions.AuthenticationError as e:  # a cluster started with RAY_AUTH_MODE=token
+        raise ConfigError(f"ray_address {address}: the cluster uses token authentication: run with RAY_AUTH_MODE=token "
+                          f"and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token ({str(e).splitlines()[0][:120]})") from None
     finally:
         for k, v in saved.items():
             if v is None:
@@ -55,18 +58,34 @@ def init_ray(ray_address: str, verbose: int) -> None:
 
 
 def max_concurrent(r: ResourcesConfig) -> int:
-    """Trials that fit at once: a trial holds cpus_per_trial plus its workers; never start more
-    trial actors than worker groups that can run (else fractional trials starve their workers)."""
+    """Trials that fit at once (gdna.cluster.capacity): the spec's number, else what fits in the live
+    cluster's resources, GPUs included, or in the autoscaler's maximum when workers are not up yet."""
     if r.max_concurrent_trials:
         return r.max_concurrent_trials
     import ray
 
-    res = ray.cluster_resources()
-    per_cpu = r.cpus_per_trial + r.workers_per_trial * r.cpus_per_worker
-    n = math.floor(res.get("CPU", 1.0) / per_cpu + 1e-9)
-    if r.gpus_per_worker:
-        n = min(n, math.floor(res.get("GPU", 0.0) / (r.workers_per_trial * r.gpus_per_worker) + 1e-9))
-    return max(1, n)
+    from gdna.cluster.capacity import load_autoscaler_config, max_concurrent_trials
+
+    return max_concurrent_trials(r, ray.cluster_resources(), load_autoscaler_config())
+
+
+def driver_resources(r: ResourcesConfig) -> dict[str, float]:
+    """What each trial's driver (the Tune trainable; Train V2 pins its controller to the same node)
+    requests: `cpus_per_trial`, plus a sliver of the driver resource so that drivers only run on the
+    nodes that advertise it (cluster.yaml's head): a lost worker node then loses only Train workers."""
+    import ray
+
+    from gdna.cluster import DRIVER_RESOURCE, DRIVER_SLIVER
+
+    req: dict[str, float] = {"cpu": r.cpus_per_trial}
+    name = DRIVER_RESOURCE if r.driver_resource == "auto" else r.driver_resource
+    if name:
+        if name in ray.cluster_resources():
+            req[name] = DRIVER_SLIVER
+        elif r.driver_resource != "auto":
+            raise ConfigError(f"resources.driver_resource: no node of this Ray cluster advertises {name!r} "
+                              "(cluster.yaml's head advertises gdna_driver; or use 'auto')")
+    return req
 
 
 def free_port() -> int:

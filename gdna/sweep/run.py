@@ -148,7 +148,8 @@ class SweepRunner:
         inline = r.runner == "inline"  # the loop in the trial's own (reused) process, else a TorchTrainer per trial
         fn = tune.with_resources(
             tune.with_parameters(trainable, resolver=resolver, resources=r.__dict__.copy(), train_storage=train_storage),
-            inline_resources(r) if inline else {"cpu": r.cpus_per_trial},
+            # a TorchTrainer trial's driver goes to the head of a cluster (cluster.yaml's gdna_driver)
+            inline_resources(r) if inline else ray_env.driver_resources(r),
         )
         total = len(space["job"]["grid_search"]) if stage == "pretrain" else self.plan.n_finetune
         print(f"stage {stage}: {total} trials, runner {r.runner}", file=self.out, flush=True)

@@ -426,8 +426,12 @@ def spec_from_dict(raw: Any, spec_path: Path | None = None, check_data: bool | N
     raw.update({k: v for k, v in overrides.items() if v is not None})
     spec = from_dict(SweepSpec, raw)
     spec = dataclasses.replace(spec, space=space, spec_path=str(spec_path or "")).validate(check_data)
-    # locations are fixed here, in the driver's working directory: Tune runs each trial in another one
-    return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=str(spec.root()))
+    # locations are fixed here, in the driver's working directory: Tune runs each trial in another one;
+    # credentials in the tracking URI go to MLflow's env vars, never into spec.yaml, MLflow or a log line
+    from gdna.cluster.uri import apply_credentials
+
+    return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=str(spec.root()),
+                               tracking_uri=apply_credentials(spec.tracking_uri))
 
 
 def _absolute(path: str) -> str:

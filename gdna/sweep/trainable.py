@@ -2,7 +2,7 @@
 
 Trial = a Tune function trainable that builds the TorchTrainer through
 `gdna.train.trainer.build_trainer(trial, resources, name=<trial key>, storage_path=<sweep>/train,
-callbacks=[TuneReportCallback()])` and calls `fit()`. The stable Train run name (the trial identity)
+callbacks=report_callbacks())` (TuneReportCallback + node ids) and calls `fit()`. The stable Train run name (the trial identity)
 makes an interrupted trial continue from its last checkpoint; a finished trial leaves
 `<sweep>/train/<key>/gdna_result.json` so that it is never trained again (a restored Tune experiment may
 replay a trial whose completion was not yet saved: the trainable then only re-reports the stored final
@@ -90,13 +90,12 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
     if resources.get("runner") == "inline":  # the loop in this process (reused by Tune for the next trial)
         _write_marker(marker, run_inline(trial, from_dict(ResourcesConfig, resources), key, train_storage))
         return
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+    from gdna.cluster.nodes import report_callbacks
     from gdna.train.trainer import build_trainer
 
-    trainer = build_trainer(
+    trainer = build_trainer(  # TuneReportCallback + the nodes the driver and workers run on
         trial, from_dict(ResourcesConfig, resources), name=key, storage_path=train_storage,
-        callbacks=[TuneReportCallback()],
+        callbacks=report_callbacks(),
     )
     result = trainer.fit()
     if getattr(result, "error", None) is not None:

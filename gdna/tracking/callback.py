@@ -82,9 +82,26 @@ class MLflowTrackingCallback(Callback):
         ck = result.get("export_path") or result.get("checkpoint_path")
         if ck:
             self.tracker.client.set_tag(rid, "checkpoint_path", str(ck))
+        self._tag_nodes(rid, trial, result)
         st = result.get("status")
         if result.get("final"):  # ("stopped": a replayed early-stopped trial, gdna.sweep.stopped)
             self._status[trial.trial_id] = st if st in ("finished", "diverged", "stopped") else "finished"
+
+    def _tag_nodes(self, rid: str, trial, result) -> None:
+        """gdna.driver_node / gdna.worker_nodes / gdna.worker_ips (gdna.cluster.nodes): where the trial ran."""
+        from gdna.cluster.nodes import node_tags
+
+        nodes = getattr(self, "_nodes", None)
+        if nodes is None:
+            nodes = self._nodes = {}
+        seen = nodes.setdefault(trial.trial_id, {})
+        if not seen:  # a restored driver: the tags already on the run
+            seen.update({k: v for k, v in self.tracker.client.get_run(rid).data.tags.items()
+                         if k in ("gdna.driver_node", "gdna.worker_nodes", "gdna.worker_ips")})
+            seen.setdefault("gdna.driver_node", "")
+        for k, v in node_tags(result, seen).items():
+            self.tracker.client.set_tag(rid, k, v)
+            seen[k] = v
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         rid = self._run(trial)
