@@ -246,3 +246,21 @@ def test_asha_compares_trials_only_within_their_cell(tmp_path):
         rungs = [dict(r) for _, r in again.cell(t)._brackets[0]._rungs]
         assert rungs == [dict(r) for _, r in per_cell.cell(t)._brackets[0]._rungs] and any(rungs)
     assert again.stopped == per_cell.stopped
+    # a final report is never stopped (the trial ends by itself and records its result)
+    late = _Trial("late", good[0].config["cell"])
+    per_cell.on_trial_add(None, late)
+    assert per_cell.on_trial_result(None, late, {"epoch": 4, "val_acc": 0.1, "final": True}) == TrialScheduler.CONTINUE
+
+
+def test_a_stage_is_unfinished_while_its_searcher_has_budget_left(tmp_path):
+    from gdna.sweep.run import _not_created
+
+    exp = tmp_path / "finetune"
+    exp.mkdir()
+    assert _not_created(exp, 4, 12, search_alg_used=True) == 1  # no searcher state at all
+    for state, want in (({"counter": 5, "total_samples": 12, "finished": False}, 1),
+                        ({"counter": 5, "total_samples": 12, "finished": True}, 0),  # said FINISHED
+                        ({"counter": 12, "total_samples": 12, "finished": False}, 0)):
+        (exp / "search_gen_state-2026-01-01_00-00-00.json").write_bytes(pickle.dumps(state))
+        assert _not_created(exp, 5, 12, search_alg_used=True) == want
+    assert _not_created(exp, 6, 8, search_alg_used=False) == 2  # a grid with trials never created

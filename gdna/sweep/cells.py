@@ -467,11 +467,15 @@ class CellScheduler(FIFOScheduler):
             s.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
+        if result.get("final"):
+            # the trial is ending by itself: let it (a STOP now would kill it before it records its result;
+            # ASHA records this value in on_trial_complete)
+            return TrialScheduler.CONTINUE
         s = self.cell(trial)
         if trial.trial_id not in s._trial_info:
             s.on_trial_add(tune_controller, trial)
         decision = s.on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and not result.get("final"):
+        if decision == TrialScheduler.STOP:
             self.stopped.add(trial.trial_id)
         self._save()
         return decision
@@ -491,5 +495,4 @@ class CellScheduler(FIFOScheduler):
         self._save()
 
     def debug_string(self) -> str:
-        n = sum(s._num_stopped for s in self.cells.values())
-        return f"ASHA per cell ({len(self.cells)} cells): {n} trials stopped early"
+        return f"ASHA per tuning cell ({len(self.cells)} cells): {len(self.stopped)} trials stopped early"

@@ -14,7 +14,6 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -253,15 +252,20 @@ class SweepRunner:
 
 def _not_created(exp: Path, n_results: int, total: int, search_alg_used: bool) -> int:
     """Trials of the stage that an interruption kept from being created at all: an adaptive searcher
-    that had not proposed its whole budget yet (its SearchGenerator state is not finished) counts 1;
+    that had not proposed its whole budget yet (its SearchGenerator neither said FINISHED nor reached
+    num_samples) counts 1;
     a grid / random stage with fewer trials than planned, the difference."""
     if search_alg_used:
-        states = sorted(exp.glob("search_gen_state-*.json"))
+        import pickle
+
+        states = sorted(exp.glob("search_gen_state-*.json"))  # (Tune pickles it, despite the name)
         try:
-            st = json.loads(states[-1].read_text()) if states else {}
-        except (OSError, ValueError):
+            with open(states[-1], "rb") as f:
+                st = pickle.load(f)
+        except (IndexError, OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
             st = {}
-        return 0 if st.get("finished") else 1
+        done = st.get("finished") or st.get("counter", 0) >= st.get("total_samples", float("inf"))
+        return 0 if done else 1
     return max(0, total - n_results)
 
 
