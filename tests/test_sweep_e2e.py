@@ -1,6 +1,8 @@
 """End-to-end sweeps on the real shared data (tiny models), through the CLI in subprocesses.
 
-1. `gdna sweep`: 2 architectures × {scratch, task_spt} × 2 lr × 1 seed, 2-worker DDP at 0.25 CPU each:
+Every test runs with both runners: `train` (each trial a 2-worker DDP TorchTrainer at 0.25 CPU per worker)
+and `inline` (each trial one process, the loop inside the Tune trial, processes reused between trials).
+1. `gdna sweep`: 2 architectures × {scratch, task_spt} × 2 lr × 1 seed:
    pretraining ran once per architecture and was reused by both lrs; one MLflow parent per stage,
    exactly one child per trial with params, tags and metrics; a second launch of the name refuses.
 2. resume: a second sweep on the same storage (its pretraining is reused from sweep 1) is SIGKILLed
@@ -29,7 +31,13 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _spec(name: str, lrs: list[float]) -> dict:
+RESOURCES = {
+    "train": {"workers_per_trial": 2, "cpus_per_worker": 0.25, "cpus_per_trial": 0.1, "max_failures": 1},
+    "inline": {"runner": "inline", "workers_per_trial": 1, "cpus_per_worker": 1.0, "max_failures": 1},
+}
+
+
+def _spec(name: str, lrs: list[float], runner: str = "train") -> dict:
     return {
         "name": name,
         "tasks": ["human_enhancers_cohn"],
@@ -40,14 +48,14 @@ def _spec(name: str, lrs: list[float]) -> dict:
         "data": {"max_len": 128, "max_train_examples": 160, "max_eval_examples": 64, "n_folds": 1},
         "train": {"epochs": 2, "patience": None},
         "pretrain": {"steps": 20, "eval_every": 10, "batch_size": 16, "lrs": [1e-3], "context_lens": [128]},
-        "resources": {"workers_per_trial": 2, "cpus_per_worker": 0.25, "cpus_per_trial": 0.1, "max_failures": 1},
+        "resources": RESOURCES[runner],
         "verbose": 0,
         "_lrs": lrs,
     }
 
 
-def _write_spec(d: Path, name: str, lrs: list[float]) -> Path:
-    spec = _spec(name, lrs)
+def _write_spec(d: Path, name: str, lrs: list[float], runner: str = "train") -> Path:
+    spec = _spec(name, lrs, runner)
     lrs = spec.pop("_lrs")
     space = d / f"space_{name}.yaml"
     space.write_text(yaml.safe_dump({"grid": {"train.lr": lrs, "train.batch_size": [32]}, "seeds": [0]}))
@@ -119,17 +127,18 @@ def _tail(log: Path, n: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
 
 
-@pytest.fixture(scope="module")
-def sweep1(tmp_path_factory, data_root):
-    d = tmp_path_factory.mktemp("e2e")
+@pytest.fixture(scope="module", params=["train", "inline"])
+def sweep1(request, tmp_path_factory, data_root):
+    runner = request.param
+    d = tmp_path_factory.mktemp(f"e2e_{runner}")
     storage = d / "runs"
     ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    spec = _write_spec(d, "e2e", [1e-3, 3e-3])
+    spec = _write_spec(d, "e2e", [1e-3, 3e-3], runner)
     log = d / "sweep1.log"
     t0 = time.time()
     rc = _run([*_cli(), "sweep", str(spec), "--storage", str(storage)], _env(data_root, ray_tmp), log, timeout=900)
     return {"dir": d, "storage": storage, "spec": spec, "rc": rc, "log": log, "ray_tmp": ray_tmp,
-            "seconds": time.time() - t0}
+            "seconds": time.time() - t0, "runner": runner}
 
 
 def test_sweep_end_to_end(sweep1):
@@ -137,7 +146,7 @@ def test_sweep_end_to_end(sweep1):
 
     storage, log = sweep1["storage"], sweep1["log"]
     assert sweep1["rc"] == 0, _tail(log)
-    print(f"sweep1 took {sweep1['seconds']:.0f} s")
+    print(f"sweep1 ({sweep1['runner']}) took {sweep1['seconds']:.0f} s")
     c, exp, runs = _runs(storage, "e2e")
     assert exp.tags["gdna.sweep"] == "e2e"
     parents = [r for r in runs if r.data.tags.get("gdna.role") == "stage"]
@@ -206,14 +215,16 @@ def test_relaunch_refuses_and_status(sweep1, data_root):
 
 
 def _in_flight(train_dir: Path) -> set[str]:
-    """Trials that have a Train checkpoint but no final result yet."""
+    """Trials that have a checkpoint (train: in their Train run dir; inline: a Tune checkpoint, logged as a
+    `checkpoint` event) but no final result yet."""
     if not train_dir.is_dir():
         return set()
     out = set()
     for d in train_dir.iterdir():
-        if d.is_dir() and any(d.glob("checkpoint_*")) and not (d / "gdna_result.json").exists():
+        if d.is_dir() and not (d / "gdna_result.json").exists():
             events = (d / "events.jsonl").read_text() if (d / "events.jsonl").exists() else ""
-            if '"end"' not in events:  # (training over, result not yet recorded: not mid-training)
+            checkpointed = any(d.glob("checkpoint_*")) or '"event": "checkpoint"' in events
+            if checkpointed and '"end"' not in events:  # (training over, result not yet recorded: not mid-training)
                 out.add(d.name)
     return out
 
@@ -224,7 +235,7 @@ def test_kill_and_resume(sweep1, data_root):
     assert sweep1["rc"] == 0
     d, storage = sweep1["dir"], sweep1["storage"]
     ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")
-    spec = _write_spec(d, "e2e_resume", [2e-3])
+    spec = _write_spec(d, "e2e_resume", [2e-3], sweep1["runner"])
     env = _env(data_root, ray_tmp)
     log = d / "resume.log"
     sweep_dir = storage / "sweeps" / "e2e_resume"

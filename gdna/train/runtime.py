@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from gdna.train.events import EVENTS_FILE, append_line
+from gdna.train.events import EVENTS_FILE, append_line, read_events
 
 
 class Runtime:
@@ -107,7 +107,7 @@ class TuneRuntime(Runtime):
     persisted path as `checkpoint_path` (as Train's TuneReportCallback does). `resume_dir` yields the
     newest complete checkpoint of this trial: Tune's (`ray.tune.get_checkpoint()`, restored by
     `max_failures` retries and `Tuner.restore`) or, when the driver was killed before its experiment
-    state caught up, a newer one already persisted in the trial's own directory. Events go to
+    state caught up, a newer one already persisted (found through the trial's events). Events go to
     `run_dir/events.jsonl` (`<sweep>/train/<trial key>/`, where a TorchTrainer run of the trial writes
     them), one `checkpoint` line per persisted checkpoint besides the loop's start / end lines.
     `extra` is added to every report (the node the trial runs on)."""
@@ -140,7 +140,7 @@ class TuneRuntime(Runtime):
         from ray import tune
 
         ckpt = tune.get_checkpoint()
-        newer = _newer_persisted_checkpoint(ckpt.path if ckpt is not None else None)
+        newer = self._newer_logged_checkpoint(ckpt.path if ckpt is not None else None)
         if newer is not None:
             yield newer
             return
@@ -151,7 +151,51 @@ class TuneRuntime(Runtime):
             yield d
 
     def log_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "checkpoint" and event.get("path"):
+            with contextlib.suppress(ValueError):  # also relative to the sweep dir: storage may move
+                event = {**event, "rel": os.path.relpath(event["path"], self.run_dir.parent.parent)}
         append_line(self.run_dir / EVENTS_FILE, json.dumps({**event, "pid": os.getpid()}, sort_keys=True) + "\n")
+
+    def _newer_logged_checkpoint(self, tune_path: str | None) -> str | None:
+        """A complete checkpoint of this trial (by its `checkpoint` events) further on than Tune's.
+
+        Tune persists a trial's checkpoint (in the trial's process) before the driver records it, and the
+        driver saves its experiment state only every ≥ 10 s: a driver killed in between restores the trial
+        from an older checkpoint, or regenerates it afresh in a new trial directory. The newer checkpoint
+        is on disk already (local or shared filesystems), and the trial's events say where."""
+        from gdna.train.checkpoint import load_state
+
+        paths: list[Path] = []
+        for e in read_events(str(self.run_dir.parent), self.run_dir.name)[::-1]:
+            if e.get("event") != "checkpoint":
+                continue
+            for c in (self.run_dir.parent.parent / e["rel"] if e.get("rel") else None, e.get("path")):
+                if c and Path(c).is_dir():
+                    paths.append(Path(c))
+                    break
+            if len(paths) >= CHECKPOINTS_SCANNED:
+                break
+
+        def progress(d: Path) -> tuple[int, int] | None:
+            try:
+                st = load_state(d)
+            except Exception:  # noqa: BLE001 - torn by a kill mid-copy, or deleted meanwhile
+                return None
+            return (int(bool(st.get("done"))), int(st.get("step", 0)))
+
+        tune_dir = Path(tune_path).resolve() if tune_path and Path(tune_path).is_dir() else None
+        best, best_p = None, progress(tune_dir) if tune_dir else None
+        for d in paths:
+            if tune_dir is not None and d.resolve() == tune_dir:
+                continue
+            p = progress(d)
+            if p is not None and (best_p is None or p > best_p):
+                best, best_p = str(d), p
+        return best
+
+
+# how many of a trial's most recent logged checkpoints an inline resume considers
+CHECKPOINTS_SCANNED = 3
 
 
 # torch's default generator seed at process start (c10's default_rng_seed_val)
@@ -209,39 +253,6 @@ def _next_tune_checkpoint_path() -> str | None:
         return f"{st.trial_fs_path}/{StorageContext._make_checkpoint_dir_name(st.current_checkpoint_index + 1)}"
     except Exception:  # noqa: BLE001
         return None
-
-
-def _newer_persisted_checkpoint(tune_path: str | None) -> str | None:
-    """A complete checkpoint in this trial's directory that is further on than Tune's `tune_path`.
-
-    Tune persists a trial's checkpoint (in the trial's process) before the driver records it, and the
-    driver saves its experiment state only every ≥ 10 s: a driver killed in between restores the trial
-    from an older checkpoint (or none). The newer one is on disk already (local / shared filesystems)."""
-    st = _tune_storage()
-    try:
-        trial_dir = Path(st.trial_fs_path)
-    except Exception:  # noqa: BLE001
-        return None
-    if not trial_dir.is_dir():
-        return None
-    from gdna.train.checkpoint import load_state
-
-    def progress(d: Path) -> tuple[int, int] | None:
-        try:
-            s = load_state(d)
-        except Exception:  # noqa: BLE001 - torn by a kill mid-copy, or not ours
-            return None
-        return (int(bool(s.get("done"))), int(s.get("step", 0)))
-
-    base = progress(Path(tune_path)) if tune_path and Path(tune_path).is_dir() else None
-    best, best_p = None, base
-    for d in sorted(trial_dir.glob("checkpoint_*")):
-        if not d.is_dir() or (tune_path and d.resolve() == Path(tune_path).resolve()):
-            continue
-        p = progress(d)
-        if p is not None and (best_p is None or p > best_p):
-            best, best_p = str(d), p
-    return best
 
 
 class LocalRuntime(Runtime):
