@@ -197,3 +197,41 @@ def test_node_tags_union_over_worker_groups():
     t2 = node_tags({"gdna_driver_node": "H", "gdna_worker_nodes": "W2"}, t)
     assert t2 == {"gdna.worker_nodes": "W1,W2"}
     assert node_tags({"val_acc": 0.5}, t) == {}
+
+
+# -- GPU packing and the driver resource (before any Ray work) --------------------------------------
+def test_fractional_gpus_only_for_single_worker_trials(tmp_path):
+    from gdna.errors import ConfigError
+
+    ResourcesConfig(workers_per_trial=1, gpus_per_worker=0.25).validate()  # four trials per GPU
+    ResourcesConfig(workers_per_trial=4, gpus_per_worker=1).validate()
+    with pytest.raises(ConfigError, match=r"^resources.gpus_per_worker: 0.5 with workers_per_trial 2: DDP trials take whole GPUs"):
+        ResourcesConfig(workers_per_trial=2, gpus_per_worker=0.5).validate()
+    with pytest.raises(ConfigError, match=r"^resources.gpus_per_worker: 1.5"):
+        ResourcesConfig(gpus_per_worker=1.5).validate()
+    with pytest.raises(ConfigError, match=r"^resources.driver_resource"):
+        ResourcesConfig(driver_resource="CPU").validate()
+    # through the CLI: one line, exit 2, nothing started
+    spec = yaml.safe_load((REPO / "sweeps" / "quickstart.yaml").read_text())
+    spec["resources"] = {"workers_per_trial": 2, "gpus_per_worker": 0.5}
+    f = tmp_path / "frac.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    r = subprocess.run([sys.executable, "-m", "gdna.cli", "sweep", str(f), "--plan"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("gdna: error: resources.gpus_per_worker: 0.5 with workers_per_trial 2"), r.stderr
+
+
+def test_driver_request_follows_the_cluster(monkeypatch):
+    import ray
+
+    from gdna.errors import ConfigError
+    from gdna.sweep.ray_env import driver_resources
+
+    r = ResourcesConfig(cpus_per_trial=0.5)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, DRIVER_RESOURCE: 1000.0})
+    assert driver_resources(r) == {"cpu": 0.5, DRIVER_RESOURCE: 0.001}  # a cluster.yaml head: drivers go there
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert driver_resources(r) == {"cpu": 0.5}  # a laptop: anywhere
+    assert driver_resources(ResourcesConfig(driver_resource="")) == {"cpu": 0.1}
+    with pytest.raises(ConfigError, match="^resources.driver_resource: no node of this Ray cluster advertises 'safe_nodes'"):
+        driver_resources(ResourcesConfig(driver_resource="safe_nodes"))

@@ -62,8 +62,12 @@ def cmd_sweep(args) -> int:
     if args.plan:
         from gdna.sweep.plan import build_plan
 
+        from gdna.cluster.cost import estimate_lines
+
         spec = load_spec(args.spec, **overrides)
-        print(build_plan(spec).describe())
+        plan = build_plan(spec)
+        print(plan.describe())
+        print("\n".join(estimate_lines(plan)))  # GPU-hours from trials measured under the storage
         return 0
     spec = load_spec(args.spec, check_data=True, **overrides)
     from gdna.sweep.run import run_sweep
