@@ -193,6 +193,11 @@ class DataConfig:
             raise ConfigError(f"{where}.fold: {self.fold} is outside 0..{self.n_folds - 1}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"{where}.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        _positive(f"{where}.windows_per_epoch", self.windows_per_epoch)
+        _positive(f"{where}.eval_windows", self.eval_windows)
+        for k in ("max_len", "max_train_examples", "max_eval_examples"):
+            if getattr(self, k) is not None:
+                _positive(f"{where}.{k}", getattr(self, k))
         return self
 
 

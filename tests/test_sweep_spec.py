@@ -65,6 +65,18 @@ BAD = {
     "bad_scheduler": (_with(scheduler="hyperband"), "scheduler: unknown scheduler 'hyperband'"),
     "arch_in_model": (_with(**{"model.arch": "hyena"}), "model.arch: set by `architectures:`"),
     "bad_d_model": (_with(**{"model.d_model": 30}), "model.d_model: 30 is not divisible by n_heads=8"),
+    # values that validate as types but cannot work
+    "unreachable_budget": (_with(model={"param_budget": 500}), "model.param_budget: no transformer width"),
+    "negative_max_len": (_with(**{"data.max_len": -5}), "data.max_len: must be > 0"),
+    "zero_max_examples": (_with(**{"data.max_train_examples": 0}), "data.max_train_examples: must be > 0"),
+    "tracking_scheme": (_with(tracking_uri="ftp://host/mlflow"), "tracking_uri: unsupported scheme 'ftp'"),
+    "tracking_file_store": (_with(tracking_uri="mlruns"), "tracking_uri: unsupported plain path 'mlruns'"),
+    "fractional_gpus_ddp": (_with(resources={"workers_per_trial": 2, "gpus_per_worker": 0.5}),
+                            "resources.gpus_per_worker:"),
+    "unknown_model_key": (_with(**{"model.d_sate": 8}), "model.d_sate: unknown key"),
+    "fold_out_of_range": (_with(**{"data.fold": 7}), "data.fold: 7 is outside"),
+    "bad_pretrain_context": (_with(pretrain={"context_lens": [0]}), "pretrain.context_lens[0]: must be ≥ 1"),
+    "objective_override": (_with(**{"train.objective": "clm"}), "train.objective: set by the stage"),
 }
 
 
@@ -105,6 +117,34 @@ def test_yaml_syntax_error(tmp_path, capsys):
     p.write_text("name: x\ntasks: [a\n")
     rc, _, err = _cli(capsys, "sweep", str(p), "--plan")
     assert rc == 2 and "invalid YAML" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["resume", "no_such_sweep"], "sweep 'no_such_sweep': no "),
+    (["status", "no_such_sweep"], "sweep 'no_such_sweep': no "),
+    (["ui", "no_such_sweep", "--print-only"], "sweep 'no_such_sweep': no "),
+    (["sweep", "no/such/spec.yaml", "--plan"], "spec: file no/such/spec.yaml not found"),
+])
+def test_bad_command_line_one_line_exit_2(argv, msg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _cli(capsys, *argv)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and msg in err, err
+
+
+def test_unwritable_storage_fails_before_ray(tmp_path, capsys, data_root):
+    import ray
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "file").write_text("x")  # storage below a regular file: cannot be created
+    spec = _write(tmp_path, BASE)
+    rc, _, err = _cli(capsys, "sweep", str(spec), "--data-root", str(data_root), "--storage", str(tmp_path / "ro" / "file"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "storage: " in err and "is not writable" in err, err
+    assert not ray.is_initialized()
+
+
+def test_missing_data_root(tmp_path, capsys):
+    rc, _, err = _cli(capsys, "sweep", str(_write(tmp_path, BASE)), "--plan", "--data-root", str(tmp_path / "nope"))
+    assert rc == 2 and "data_root: " in err and "does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_fasta_for_hg38(tmp_path, capsys, data_root):

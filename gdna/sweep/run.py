@@ -288,4 +288,5 @@ def load_sweep(name: str, storage: str = "runs") -> SweepSpec:
 
 def run_sweep(spec: SweepSpec, resume: bool = False, out=sys.stdout) -> int:
     spec.check_data()  # (specs with require_data: false are checked only now)
+    spec.check_storage()
     return SweepRunner(spec, resume=resume, out=out).run()

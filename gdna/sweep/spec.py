@@ -46,6 +46,8 @@ from gdna.registry import ARCHITECTURES, STRATEGIES, corpus_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEARCHERS = ("grid", "random", "optuna")
+# MLflow stores a sweep can log to (never a plain file store: one writer, no server, no search)
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 SCHEDULERS = ("none", "asha")
 SELECTION_METRICS = ("val_loss", "val_ppl")
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
@@ -266,6 +268,10 @@ class SweepSpec:
         if "arch" in self.model:
             raise ConfigError("model.arch: set by `architectures:`, not by model overrides")
         models = {arch: ModelConfig.for_arch(arch, self.model).validate("model") for arch in self.architectures}
+        from gdna.models.build import resolve_dims
+
+        for m in models.values():  # a budget no width reaches (±3%) fails here, not in the first trial
+            resolve_dims(m)
         data = from_dict(DataConfig, self.data, "data")
         for k in ("task", "corpus", "domain_tasks"):
             if k in self.data:
@@ -286,6 +292,11 @@ class SweepSpec:
             raise ConfigError(f"asha_grace_period: must be ≥ 1, got {self.asha_grace_period}")
         if not self.storage:
             raise ConfigError("storage: empty path")
+        scheme = self.tracking_uri.split("://", 1)[0] if "://" in self.tracking_uri else ""
+        if self.tracking_uri and scheme not in TRACKING_SCHEMES:
+            raise ConfigError(f"tracking_uri: unsupported {'scheme ' + repr(scheme) if scheme else 'plain path'} "
+                              f"{self.tracking_uri!r} (use sqlite:///path/mlflow.db, http(s)://host:port or "
+                              f"{', '.join(s for s in TRACKING_SCHEMES if s not in ('sqlite', 'http', 'https'))})")
         self.space.validate(f"search_space({self.search_space})")
         if self.verbose not in (0, 1, 2, 3):
             raise ConfigError(f"verbose: must be 0..3, got {self.verbose}")
@@ -303,6 +314,19 @@ class SweepSpec:
                            pretrain_data=dataclasses.replace(pre_data, data_root=root),
                            pretrain_train=_typed_train(self.pretrain.train, "pretrain.train"))
         return dataclasses.replace(self, parsed=parsed)
+
+    def check_storage(self) -> None:
+        """The storage path can be created and written (checked before Ray starts; URIs are left to Ray)."""
+        if "://" in self.storage:
+            return
+        d = self.storage_dir()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".gdna-write-check-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"storage: {d} is not writable ({e.strerror or e})") from None
 
     def check_data(self) -> None:
         """Every task's data (its task kind says what) and the files each strategy's corpus needs."""
