@@ -136,6 +136,9 @@ def param_importances(df: pd.DataFrame, seed: int = 0, scope: str = "all runs",
         result.message = f"importance skipped: {len(runs)} finished run(s) with test_acc, need at least 2"
     elif not params:
         result.message = "importance skipped: no hyperparameter varies independently across the finished runs"
+    elif runs["test_acc"].nunique() < 2:  # fANOVA has no variance to attribute (it raises on it)
+        result.message = (f"importance skipped: test_acc is the same ({runs['test_acc'].iloc[0]:.4g}) in all "
+                          f"{len(runs)} finished runs")
     elif len(params) == 1:
         result.importances = {params[0]: 1.0}
         result.message = (f"importance trivial: only {params[0]} varies across the finished runs, "

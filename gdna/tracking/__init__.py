@@ -24,8 +24,10 @@ from gdna.config import flatten
 
 TRIAL_STATUSES = ("running", "finished", "diverged", "stopped", "errored")  # stopped: by the scheduler (ASHA)
 # per-report metrics (step-indexed) and final metrics (logged once), as gdna.train reports them
-STEP_METRICS = ("train_loss", "val_loss", "val_acc", "val_ppl", "lr", "epoch", "step", "tokens_per_s")
-FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_val_loss", "best_val_ppl", "best_step", "time_train_s")
+STEP_METRICS = ("train_loss", "val_loss", "val_acc", "val_ppl", "lr", "epoch", "step", "tokens_per_s",
+                "tokens_seen", "seq_len")
+FINAL_METRICS = ("test_acc", "test_loss", "best_val_acc", "best_epoch", "best_val_loss", "best_val_ppl", "best_step", "time_train_s",
+                 "n_params", "d_model", "n_layers")  # the model's resolved size (gdna.models.build)
 _METRIC_PREFIXES = ("train_", "val_", "test_", "best_")
 # MLflow 3 opens an experiment on its GenAI traces overview unless it is marked as model training
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
