@@ -264,3 +264,29 @@ def test_a_stage_is_unfinished_while_its_searcher_has_budget_left(tmp_path):
         (exp / "search_gen_state-2026-01-01_00-00-00.json").write_bytes(pickle.dumps(state))
         assert _not_created(exp, 5, 12, search_alg_used=True) == want
     assert _not_created(exp, 6, 8, search_alg_used=False) == 2  # a grid with trials never created
+
+
+def test_a_stopped_run_is_tested_from_its_best_checkpoint(tmp_path, data_root):
+    """gdna.train.loop.evaluate_stopped on the checkpoint of epoch 2 of 3: the best-validation model of
+    epochs 1–2 on test, with the same metrics a finished run reports."""
+    from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+    from gdna.train.loop import evaluate_stopped, run
+    from gdna.train.runtime import LocalRuntime, Runtime
+
+    trial = TrialConfig(
+        model=ModelConfig.for_arch("cnn", d_model=32),
+        data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100,
+                        max_train_examples=160, max_eval_examples=96),
+        train=TrainConfig(objective="cls", lr=3e-3, batch_size=32, epochs=3, seed=0),
+    ).validate()
+    rt = LocalRuntime(tmp_path / "run", device="cpu", keep=5)
+    final = run({"trial": trial.to_dict()}, rt)
+    ckpts = sorted((tmp_path / "run").glob("checkpoint_*"))
+    assert len(ckpts) == 3
+    got = evaluate_stopped({"trial": trial.to_dict()}, str(ckpts[1]), Runtime())
+    vals = [r["val_acc"] for r in rt.reports[:2]]
+    assert got["status"] == "stopped" and got["final"] is True and got["epoch"] == 2
+    assert got["best_val_acc"] == max(vals) and got["best_epoch"] == 1 + vals.index(max(vals))
+    assert 0.0 <= got["test_acc"] <= 1.0 and {"test_loss", "test_balanced_acc", "test_mcc"} <= set(got)
+    if final["best_epoch"] <= 2:  # the same best model: the same test metrics as the finished run
+        assert got["test_acc"] == final["test_acc"] and got["test_loss"] == pytest.approx(final["test_loss"])
