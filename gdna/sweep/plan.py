@@ -199,7 +199,7 @@ class Plan:
         r = spec.resources
         per_trial = f"{r.workers_per_trial} worker(s) × {r.cpus_per_worker:g} CPU" + (
             f" + {r.gpus_per_worker:g} GPU" if r.gpus_per_worker else "")
-        lines.append(f"resources: {per_trial} per trial, max concurrent "
+        lines.append(f"resources: {per_trial} per trial (runner {r.runner}), max concurrent "
                      f"{r.max_concurrent_trials or 'auto (fit to the cluster)'}, max_failures {r.max_failures}; "
                      f"scheduler {spec.scheduler}"
                      + (f" (one per tuning cell, on epoch, grace period {spec.asha_grace_period})"
@@ -216,6 +216,15 @@ class Plan:
                          + f" (±3%; n_layers {self.spec.model.get('n_layers', 'default')}"
                          + (": the solver chooses depth and width" if self.spec.model.get("n_layers") == 0 else "")
                          + "; each run logs n_params, d_model, n_layers)")
+            from gdna.models.build import count_backbone_params, resolve_dims
+
+            for b in pre.param_budgets:
+                sizes = []
+                for arch in self.spec.architectures:
+                    m = dataclasses.replace(self.spec.overrides.models[arch], param_budget=b, d_model=None, dropout=0.0)
+                    d = resolve_dims(m)
+                    sizes.append(f"{arch} {d.n_layers}×{d.d_model} = {count_backbone_params(m, d):,}")
+                lines.append(f"      {_short(b):>5}: " + "; ".join(sizes))
         seen: dict[int, TrialConfig] = {}
         for j in self.pretrain:
             seen.setdefault(j.trial.data.context_len, j.trial)
@@ -355,8 +364,11 @@ def _pretrain_job(spec: SweepSpec, arch: str, strategy: str, task: str | None, g
     pre = spec.pretrain
     corpus = corpus_of(strategy)
     model = spec.overrides.models[arch]
-    if budget:
+    if budget:  # a budget no width (and depth) reaches within ±3% fails here, before Ray starts
+        from gdna.models.build import resolve_dims
+
         model = dataclasses.replace(model, param_budget=budget, d_model=None)
+        resolve_dims(model)
     data = dataclasses.replace(
         spec.overrides.pretrain_data, corpus=corpus.name, task=task if corpus.reads == "task" else None,
         domain_tasks=tuple(sorted(pre.domain_tasks or spec.tasks)) if corpus.reads == "all_tasks" else (),
