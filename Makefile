@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.gdna-installed
 TORCH_PIP_ARGS ?=
 export GDNA_DATA_ROOT ?= $(abspath ../shared/data)
 
-.PHONY: install demo test cluster-test browser clean
+.PHONY: install demo test reliability cluster-test browser clean
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: $(STAMP)
 	$(VENV)/bin/gdna analyze quickstart
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not cluster" tests
+	$(PY) -m pytest -q -m "not cluster and not reliability" tests
+
+# The fault-injection tests that take longer than `make test` affords (real signals, real servers).
+reliability: $(STAMP)
+	$(PY) -m pytest -q -m reliability tests
 
 # A live 2-node Ray cluster + MLflow server on this machine, a sweep submitted with `ray job submit`,
 # the worker node killed mid-trial (tests/test_cluster_live.py; a few minutes).
