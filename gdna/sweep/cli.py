@@ -95,11 +95,13 @@ def sweep_status(name: str, storage: str) -> dict:
         stages = {}
     tracker = SweepTracker(spec.tracking(), spec.name, default_artifact_location(spec.tracking(), d))
     counts = tracker.stage_counts()
+    errors = tracker.trial_errors()
     from gdna.sweep.state import alive_driver as _alive_driver
 
     alive = _alive_driver(d) is not None
     planned = {"pretrain": len(plan.pretrain), "finetune": plan.n_finetune}
-    out = {"name": name, "dir": str(d), "tracking_uri": spec.tracking(), "driver_running": alive, "stages": {}}
+    out = {"name": name, "dir": str(d), "tracking_uri": spec.tracking(), "driver_running": alive, "stages": {},
+           "errors": errors}
     for stage in ("pretrain", "finetune"):
         c = counts.get(stage, {})
         done = c.get("finished", 0) + c.get("diverged", 0) + c.get("stopped", 0)
@@ -143,6 +145,10 @@ def cmd_status(args) -> int:
         used = sorted(u["proposed"].values())
         print(f"optuna: {u['cells']} tuning cells × {u['budget_per_cell']} points; proposed so far per cell: "
               + (f"{used[0]}..{used[-1]}" if used and used[0] != used[-1] else f"{used[0] if used else 0}"))
+    for e in st["errors"]:
+        print(f"  errored {e['stage']} {e['name']}: {e['error']}")
+    if st["errors"]:
+        print(f"  (full tracebacks: {st['dir']}/errors/; `gdna resume {st['name']}` retries errored trials)")
     if not st["driver_running"] and any(s["running"] for s in st["stages"].values()):
         print(f"(the driver is not running: 'running' trials were interrupted; continue with `gdna resume {st['name']}`)")
     return 0

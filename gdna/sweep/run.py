@@ -22,6 +22,7 @@ import yaml
 
 from gdna.errors import ConfigError
 from gdna.sweep import live, ray_env, search
+from gdna.sweep.failures import explain, save_traceback
 from gdna.sweep.plan import build_plan, select_pretraining
 from gdna.sweep.spec import SweepSpec, spec_from_dict
 from gdna.sweep.state import SweepState
@@ -206,8 +207,8 @@ class SweepRunner:
                 stopped[key] = (trial_dict, row)
             if res.error:
                 n_err += 1
-                first = str(res.error).splitlines()[0] if str(res.error) else ""
-                self.errors.append(f"{stage} {name}: {type(res.error).__name__}: {first}")
+                tb = save_traceback(self.dir, name, res.error)
+                self.errors.append(f"{stage} {name}: {explain(res.error)} (traceback: {tb})")
         n_open += _not_created(exp, len(results), total, search_alg_used=stage == "finetune" and spec.space.searcher == "optuna")
         if stopped and not n_open:
             n_err += self.evaluate_stopped(stage, stopped, train_storage)

@@ -230,6 +230,12 @@ class SweepTracker:
         self.client.set_terminated(self.stage_run(stage), status)
 
     # -------------------------------------------------------------------------------------
+    def trial_errors(self) -> list[dict[str, str]]:
+        """The errored child runs: stage, run name and the root cause line (tag gdna.error)."""
+        return [{"stage": r.data.tags.get("gdna.stage", "?"), "name": r.info.run_name or "",
+                 "error": r.data.tags.get("gdna.error", "(see the trial's error file)")}
+                for r in self._search("tags.`gdna.role` = 'trial' and tags.`gdna.status` = 'errored'")]
+
     def stage_counts(self) -> dict[str, dict[str, int]]:
         """stage → {gdna.status: count} over the child runs."""
         out: dict[str, dict[str, int]] = {}

@@ -122,6 +122,16 @@ class MLflowTrackingCallback(Callback):
         self.tracker.set_status(rid, st)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """errored, with the root cause in one line (`gdna.error`) and where the full error is."""
+        from gdna.sweep.failures import explain
+
         rid = self._run(trial)
         err = getattr(trial, "error_file", None)
-        self.tracker.set_status(rid, "errored", **({"gdna.error_file": err} if err else {}))
+        tags = {"gdna.error_file": err} if err else {}
+        try:
+            exc = trial.get_pickled_error()
+        except Exception:  # noqa: BLE001 - an unreadable pickle still leaves the error file
+            exc = None
+        if exc is not None:
+            tags["gdna.error"] = explain(exc)[:500]
+        self.tracker.set_status(rid, "errored", **tags)
