@@ -261,3 +261,25 @@ def test_inline_crash_is_retried_from_its_tune_checkpoint_bit_exact(runs):
     assert [s["resumed_from"] for s in starts] == [None, 1]  # Tune retried it from the epoch-1 checkpoint
     assert strip_metrics(got[0]) == strip_metrics(ref[0])
     same_state(final_state(got_dir, ka, got[0]), final_state(ref_dir, ka, ref[0]))
+
+
+def test_a_sweep_stored_before_the_runner_key_resumes_and_a_changed_runner_is_refused(tmp_path, data_root, monkeypatch):
+    import yaml
+
+    from gdna.sweep.spec import load_spec
+    from gdna.sweep.state import SweepState
+
+    monkeypatch.setenv("GDNA_DATA_ROOT", str(data_root))
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml", storage=str(tmp_path))
+    SweepState(spec).prepare(resume=False)
+    stored = spec.sweep_dir() / "spec.yaml"
+    raw = yaml.safe_load(stored.read_text())
+    raw["resources"].pop("runner")  # as written before `runner` existed
+    stored.write_text(yaml.safe_dump(raw))
+    (spec.sweep_dir() / "driver.pid").unlink()
+    SweepState(spec).prepare(resume=True)  # the default (train) fills the missing key
+    (spec.sweep_dir() / "driver.pid").unlink()
+    raw["resources"]["runner"] = "inline"
+    stored.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"^resources\.runner: the spec changed"):
+        SweepState(spec).prepare(resume=True)

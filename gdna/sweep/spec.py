@@ -235,7 +235,9 @@ class SweepSpec:
     storage: str = "runs"  # storage_path: local dir, NFS mount or s3://...
     tracking_uri: str = ""  # "" → sqlite:///<storage>/sweeps/<name>/mlflow.db
     ray_address: str = ""  # "" → RAY_ADDRESS or a fresh local Ray; "auto" on a cluster head
-    verbose: int = 1  # Tune progress: 0 silent, 1 table every 30 s, 2 every result
+    # 0: one plain line per finished trial; 1: on a terminal, a live view per stage besides; 2: Ray's own
+    # output (warnings, Tune's tables) shown too, not only in <sweep>/ray.log; 3: Tune's per-result details
+    verbose: int = 1
 
     # filled by load_spec / validate (not YAML keys)
     space: SearchSpace = field(default_factory=SearchSpace)

@@ -55,7 +55,7 @@ class SweepState:
             if not resume:
                 raise ConfigError(
                     f"sweep '{name}' already exists at {self.dir} (use --resume to continue it, or give it another name)")
-            old = yaml.safe_load(spec_file.read_text())
+            old = with_defaults(yaml.safe_load(spec_file.read_text()), spec_file)
             diff = first_diff(comparable(old), comparable(new))
             if diff:
                 raise ConfigError(
@@ -99,6 +99,18 @@ def alive_driver(sweep_dir: Path) -> int | None:
     except OSError:
         pass
     return pid
+
+
+def with_defaults(old: Any, spec_file: Path) -> Any:
+    """A stored spec with the keys gdna added since it was written filled in with their defaults (e.g.
+    `resources.runner: train`), so that resuming an older sweep is not refused as a changed spec."""
+    from gdna.sweep.spec import spec_from_dict
+
+    try:
+        filled = spec_from_dict(old, spec_file, check_data=False).to_yaml_dict()
+    except Exception:  # noqa: BLE001 - not readable as a spec any more: compare as stored
+        return old
+    return json.loads(json.dumps(filled))
 
 
 def comparable(d: Any) -> Any:
