@@ -69,5 +69,12 @@ def load_state(directory: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def older_checkpoints(path: str | os.PathLike) -> list[Path]:
+    """The run's other checkpoints older than `path` (siblings named checkpoint_*, whose names sort by
+    age: Train's timestamps, Tune's and LocalRuntime's counters), newest first."""
+    p = Path(path)
+    return sorted((q for q in p.parent.glob("checkpoint_*") if q.is_dir() and q.name < p.name), reverse=True)
+
+
 def clone_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return copy.deepcopy(sd)

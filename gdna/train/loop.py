@@ -119,9 +119,23 @@ class _Loop:
         self.model.train()
 
     # -- main -------------------------------------------------------------------------------------
+    def _load_resume(self) -> dict | None:
+        """The newest checkpoint that loads: a truncated or corrupted one is skipped (an event says which
+        and why) for the one before it; none left → a fresh start, never a crash loop."""
+        with self.rt.resume_dir() as newest:
+            if not newest:
+                return None
+            for path in [newest, *C.older_checkpoints(newest)]:
+                try:
+                    return C.load_state(path)
+                except Exception as e:  # noqa: BLE001 - any unreadable state: torn zip, bad pickle, wrong format
+                    self._event({"event": "unreadable_checkpoint", "path": str(path),
+                                 "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+        self._event({"event": "restart", "why": "no readable checkpoint"})
+        return None
+
     def run(self, entered: float | None = None) -> dict[str, Any]:
-        with self.rt.resume_dir() as d:
-            resume = C.load_state(d) if d else None
+        resume = self._load_resume()
         if resume is not None:
             if resume.get("identity") not in (None, self.trial.identity()):
                 raise ConfigError(
