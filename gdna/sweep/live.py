@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator, TextIO
 from ray.tune import Callback
 
 RAY_LOG = "ray.log"
-REFRESH_S = 0.5
+REFRESH_S = 0.5  # at most this often
+IDLE_REFRESH_S = 5.0  # when nothing but the ETA changed
 MAX_RUNNING_LINES = 12
 
 
@@ -156,6 +157,7 @@ class LiveView(Callback):
         self._durations: list[float] = []  # trainable time of trials finished (not replayed)
         self._finished = 0
         self._last_draw = 0.0
+        self._last_lines: list[str] = []
         self._best: dict[str, tuple[float, str]] = {}
         self._names: dict[str, tuple[str, str, int]] = {}
         self._ended: dict[str, str] = {}  # trial id → TERMINATED / ERROR (Tune sets it after the callback)
@@ -286,9 +288,12 @@ class LiveView(Callback):
         now = time.time()
         if not force and now - self._last_draw < REFRESH_S:
             return
-        self._last_draw = now
         try:
-            con.block(self.lines(trials))
+            lines = self.lines(trials)
+            # unchanged: redraw only to tick the ETA (a terminal log stays small)
+            if force or not con.block_lines or lines != self._last_lines or now - self._last_draw >= IDLE_REFRESH_S:
+                con.block(lines)
+                self._last_draw, self._last_lines = now, lines
         except Exception:  # noqa: BLE001 - a view never breaks the sweep
             pass
 
