@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = [("stage", 8), ("arch", 11), ("strategy", 10), ("task", 26), ("lr", 8), ("batch", 5), ("seed", 4),
+COLUMNS = [("stage", 8), ("arch", 11), ("strategy", 10), ("task", 26), ("lr", 9), ("batch", 5), ("seed", 4),
            ("fold", 4), ("status", 10), ("val", 7), ("test", 7)]
 STAGE_ORDER = {"pretrain": 0, "finetune": 1}
 
