@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import shutil
 import sys
@@ -172,6 +173,7 @@ class _Loop:
             "resumed_from": getattr(self, self.obj.progress) if resume is not None else None,
             "objective": self.obj.name,
             "world_size": self.rt.world_size,
+            "pid": os.getpid(),  # the process training (rank 0): what to look at, or signal, from outside
             "entered": entered,
             **self.size,
         })
