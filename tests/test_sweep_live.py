@@ -212,3 +212,14 @@ def test_live_view_in_a_terminal_and_plain_lines_in_a_pipe(tmp_path, data_root):
     assert sorted(ln.split()[1] for ln in fin) == ["1/2", "2/2"]
     assert not [ln for ln in out.splitlines() if RAY_NOISE.search(ln)], out
     assert "sweep live_pipe: done in" in out
+
+
+def test_a_restored_stage_counts_the_trials_it_finished_before(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(live, "_console", live.Console(out, live=False, log_path=None))
+    view = live.LiveView("finetune", resolver, total=6, metric="val_acc", mode="max")  # a fresh driver
+    trials = [FakeTrial(i, "TERMINATED", {"final": True, "status": "finished"}) for i in range(3)]
+    trials.append(FakeTrial(3, "RUNNING", {"final": True, "status": "finished", "best_val_acc": 0.6}))
+    view.on_trial_complete(0, trials, trials[3])
+    assert out.getvalue().startswith("finetune 4/6  finished mamba-scratch-human_enhancers_cohn-lr0.001-b32-s3-f0")
+    assert view.counts(trials) == {"done": 4, "running": 0, "errored": 0, "pending": 2}

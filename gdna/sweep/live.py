@@ -203,9 +203,15 @@ class LiveView(Callback):
                        f"continues from its last checkpoint){_error_hint(trial)}")
         self._draw(trials, force=True)
 
+    def _ended_count(self, trials) -> int:
+        """Trials of the stage that ended (also those a restored experiment ended before)."""
+        c = self.counts(trials)
+        self._finished = max(self._finished + 1, c["done"] + c["errored"])
+        return self._finished
+
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finished += 1
         self._ended[trial.trial_id] = "TERMINATED"
+        n = self._ended_count(trials)
         r = trial.last_result or {}
         name, arch, _ = self._info(trial)
         took = r.get("time_total_s")
@@ -220,15 +226,15 @@ class LiveView(Callback):
         status = r.get("status") if r.get("final") else "stopped"  # stopped early by the scheduler (ASHA)
         parts = [f"{k} {_num(r[k])}" for k in (self._best_key, "test_acc", "best_val_ppl") if k in r]
         when = "replayed (done before)" if r.get("gdna_replayed") else (f"{took:.0f} s" if isinstance(took, (int, float)) else "")
-        console().line(f"{self.stage} {self._finished}/{self.total}  {status or 'finished':<8} {name}  "
+        console().line(f"{self.stage} {n}/{self.total}  {status or 'finished':<8} {name}  "
                        f"{'  '.join(parts)}  ({when})")
         self._draw(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finished += 1
         self._ended[trial.trial_id] = "ERROR"
+        n = self._ended_count(trials)
         name = self._info(trial)[0]
-        console().line(f"{self.stage} {self._finished}/{self.total}  ERRORED  {name}{_error_hint(trial)}")
+        console().line(f"{self.stage} {n}/{self.total}  ERRORED  {name}{_error_hint(trial)}")
         self._draw(trials, force=True)
 
     def on_step_end(self, iteration, trials, **info):
