@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,6 +197,14 @@ def test_sweep_end_to_end(sweep1):
     # summary table and state
     text = log.read_text(errors="replace")
     assert "stage finetune: 8 trials, 0 errored" in text
+    # not a terminal: no redraws, one plain line per finished trial by its readable name, no Ray output
+    assert "\x1b[" not in text
+    for stage, n, names in (("pretrain", 2, {r.info.run_name for r in pre}), ("finetune", 8, {r.info.run_name for r in fin})):
+        lines = [ln.split() for ln in text.splitlines() if ln.startswith(f"{stage} ") and f"/{n}  finished " in ln]
+        assert sorted(ln[1] for ln in lines) == sorted(f"{i}/{n}" for i in range(1, n + 1)), text
+        assert {ln[3] for ln in lines} == names
+    assert not re.search(r"== Status ==|Trial name|\(raylet\)|\(pid=|WARNING .*ray", text), text
+    assert "== Status ==" in (storage / "sweeps" / "e2e" / "ray.log").read_text()
     state = json.loads((storage / "sweeps" / "e2e" / "stages.json").read_text())
     assert state["pretrain"]["status"] == "done" and state["finetune"]["status"] == "done"
 
