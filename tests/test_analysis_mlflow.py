@@ -3,15 +3,9 @@ and the MLflow UI showing it in headless Chromium."""
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import matplotlib.image
@@ -20,6 +14,7 @@ import pytest
 
 from gdna.analysis.cli import register
 from gdna.analysis.load import default_tracking_uri, load_runs
+from servers import start_mlflow_server, stop_group
 from synthetic_store import known_trials, write_sweep
 from gdna.errors import GdnaError
 
@@ -125,48 +120,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def mlflow_server(storage, tmp_path_factory):
     """`mlflow server` on 127.0.0.1:<free port> over the synthetic store; stopped (whole group) after."""
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", default_tracking_uri(SWEEP, storage),
-         "--default-artifact-root", (storage / "server-artifacts").as_uri(),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_mlflow_server(default_tracking_uri(SWEEP, storage), storage / "server-artifacts",
+                                    tmp_path_factory.mktemp("server") / "server.log")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"mlflow server exited: {proc.returncode} (see {log.name})"
-            assert time.monotonic() < deadline, f"mlflow server not up after 120 s (see {log.name})"
-            time.sleep(0.5)
         yield url
     finally:
         stop_group(proc)
-        log.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group this test started (its own session), SIGKILL after 15 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
 
 
 def screenshot(url: str, png: Path, profile: Path, budget_ms: int = 15000) -> str:

@@ -96,13 +96,13 @@ class SweepRunner:
             space = search.pretrain_space([j.key for j in to_run])
             ok = self.fit_stage("pretrain", resolver, space, exp, restorable, metric="val_loss", mode="min")
             if not ok:
-                self.tracker.end_stage("pretrain", "FAILED")
+                self._end_stage("pretrain", "FAILED")
                 return False
         else:
             print(f"stage pretrain: all {len(self.plan.pretrain)} pretraining runs already done (reused)", file=self.out, flush=True)
         selected = select_pretraining(self.plan)
         self.state.save(pretrain={"status": "done", "selected": selected})
-        self.tracker.end_stage("pretrain")
+        self._end_stage("pretrain")
         for g, k in selected.items():
             print(f"  selected {g}: {k}", file=self.out)
         return True
@@ -133,7 +133,7 @@ class SweepRunner:
                             metric="val_acc", mode="max")
         if ok:
             self.state.save(finetune={"status": "done"})
-        self.tracker.end_stage("finetune", "FINISHED" if ok else "FAILED")
+        self._end_stage("finetune", "FINISHED" if ok else "FAILED")
         return ok
 
     def fit_stage(self, stage: str, resolver: Resolver, space: dict, exp: Path, restorable: bool, metric: str, mode: str) -> bool:
@@ -241,6 +241,18 @@ class SweepRunner:
                 self.tracker.log_metrics(rid, numeric_metrics(final), int(step) if isinstance(step, (int, float)) else 0)
                 self.tracker.set_status(rid, STOPPED)
         return n_fail
+
+    def _end_stage(self, stage: str, status: str = "FINISHED") -> None:
+        """Close the stage's parent run; a tracking store that does not answer only costs a warning."""
+        from gdna.tracking.callback import tracking_outage
+
+        try:
+            self.tracker.end_stage(stage, status)
+        except Exception as e:  # noqa: BLE001
+            if not tracking_outage(e):
+                raise
+            print(f"gdna: could not close the {stage} run in MLflow ({type(e).__name__}); `gdna resume` does",
+                  file=self.out, flush=True)
 
     def print_summary(self) -> None:
         if not self.rows:

@@ -15,6 +15,7 @@ logged per metric so that re-reported results are never logged twice.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -58,6 +59,10 @@ def default_artifact_location(tracking_uri: str, sweep_dir: Path) -> str | None:
     return None
 
 
+SERVER_REQUEST_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+                         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 class SweepTracker:
     """Find-or-create MLflow runs for one sweep; dedupes metric steps per (run, key)."""
 
@@ -76,6 +81,7 @@ class SweepTracker:
         self._steps: dict[str, dict[str, set[int]]] = {}  # run_id → key → logged steps
         self._preexisting: set[str] = set()  # runs found (not created) by this tracker: resumed trials
         self._created: set[str] = set()
+        self._unfilled: set[str] = set()  # runs created whose params / config are not written yet
         self._commit: str | None = None
 
     def __getstate__(self) -> dict:  # pickled inside Tune's tuner.pkl: keep only the addresses
@@ -94,6 +100,11 @@ class SweepTracker:
 
             if self.tracking_uri.startswith("sqlite:///"):
                 Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            if self.tracking_uri.startswith(("http://", "https://")):
+                # a server that is down fails fast: the driver queues the write (gdna.tracking.callback)
+                # instead of blocking Tune's event loop in MLflow's minutes of retries
+                for k, v in SERVER_REQUEST_LIMITS.items():
+                    os.environ.setdefault(k, v)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -162,29 +173,32 @@ class SweepTracker:
     ) -> str:
         """Find the child run of (stage, key) or create it with its tags, params and config artifact."""
         run_id = self.find_trial_run(stage, key)
-        if run_id is not None:
+        if run_id is not None and run_id not in self._unfilled:
             self._load_steps(run_id)
             if run_id not in self._created:
                 self._preexisting.add(run_id)
             return run_id
         from mlflow.entities import Param
 
-        parent = self.stage_run(stage)
-        all_tags = {
-            "mlflow.parentRunId": parent, "gdna.role": "trial", "gdna.sweep": self.sweep, "gdna.stage": stage,
-            "gdna.trial_key": key, "git_commit": self.commit, "gdna.status": "running",
-            **{k: str(v) for k, v in tags.items()},
-        }
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        run_id = run.info.run_id
+        if run_id is None:
+            parent = self.stage_run(stage)
+            all_tags = {
+                "mlflow.parentRunId": parent, "gdna.role": "trial", "gdna.sweep": self.sweep, "gdna.stage": stage,
+                "gdna.trial_key": key, "git_commit": self.commit, "gdna.status": "running",
+                **{k: str(v) for k, v in tags.items()},
+            }
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
+            # indexed at once: if what follows fails (a server gone), the retry fills this run, not a second one
+            self._child_index()[(stage, key)] = run_id
+            self._steps[run_id] = {}
+            self._created.add(run_id)
+            self._unfilled.add(run_id)
         items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
-        for i in range(0, len(items), 100):
+        for i in range(0, len(items), 100):  # (logging a param again with the same value is allowed)
             self.client.log_batch(run_id, params=items[i:i + 100])
         if config is not None:
             self.client.log_dict(run_id, dict(config), "config/trial.json")
-        self._child_index()[(stage, key)] = run_id
-        self._steps[run_id] = {}
-        self._created.add(run_id)
+        self._unfilled.discard(run_id)
         return run_id
 
     def resumed(self, run_id: str) -> bool:
@@ -206,14 +220,11 @@ class SweepTracker:
         self._load_steps(run_id)
         seen = self._steps[run_id]
         now = int(time.time() * 1000)
-        batch = []
-        for k, v in metrics.items():
-            if int(step) in seen.setdefault(k, set()):
-                continue
-            batch.append(Metric(k, float(v), now, int(step)))
-            seen[k].add(int(step))
+        batch = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if int(step) not in seen.get(k, ())]
         for i in range(0, len(batch), 500):
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
+            for m in batch[i:i + 500]:  # marked only once written: a failed batch is logged again later
+                seen.setdefault(m.key, set()).add(m.step)
         return len(batch)
 
     def set_status(self, run_id: str, status: str, **tags: Any) -> None:

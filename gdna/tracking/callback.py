@@ -4,11 +4,19 @@ It is the ONLY MLflow writer of a sweep (it runs in the driver: one writer per s
 cluster the workers need no route to the tracking server). Child runs are found by the trial identity
 (`gdna.trial_key`), so a restored sweep never duplicates runs or metric steps; reports a killed driver
 never received are back-filled from the Train checkpoint's history when the trial finishes.
+
+A tracking server that is down (or a store that cannot be written) never stops training: each write
+that fails is queued, in order, and retried before the next one and at the end of the stage (a warning
+says so once). Writes are idempotent (runs found by identity, metric steps deduped), so a retry never
+duplicates; what is still queued when the driver ends is written by `gdna resume` (finished trials
+re-report, histories are back-filled from the checkpoints).
 """
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ray.tune import Callback
 
@@ -23,6 +31,56 @@ class MLflowTrackingCallback(Callback):
         self.train_storage = train_storage
         self._runs: dict[str, str] = {}
         self._status: dict[str, str] = {}
+        self._pending: list[tuple[Callable, tuple]] = []  # writes that failed, in order
+
+    # a failed write is queued and retried ------------------------------------------------------
+    def _write(self, fn: Callable, *args) -> None:
+        self._flush()
+        if self._pending:  # keep the order: this one goes behind the queued ones
+            self._pending.append((fn, args))
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - sorted below
+            if not tracking_outage(e):
+                raise
+            self._queue(fn, args, e)
+
+    def _queue(self, fn: Callable, args: tuple, e: Exception) -> None:
+        if not self._pending:
+            print(f"gdna: MLflow at {self.tracker.tracking_uri} cannot be written ({type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:200] if str(e) else ''}); training goes on and the updates are "
+                  "queued until it answers", file=sys.stderr, flush=True)
+        self._pending.append((fn, args))
+        self._next_try = time.monotonic() + RETRY_S
+
+    def _flush(self, force: bool = False) -> None:
+        pending = getattr(self, "_pending", None) or []
+        if not pending or (not force and time.monotonic() < getattr(self, "_next_try", 0.0)):
+            return
+        while pending:
+            fn, args = pending[0]
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001
+                if not tracking_outage(e):
+                    raise
+                self._next_try = time.monotonic() + RETRY_S
+                return
+            pending.pop(0)
+        print(f"gdna: MLflow at {self.tracker.tracking_uri} answers again; the queued updates are written",
+              file=sys.stderr, flush=True)
+
+    def on_experiment_end(self, trials, **info):
+        """The stage ends: write what is queued (retrying for up to END_WAIT_S)."""
+        deadline = time.monotonic() + END_WAIT_S
+        while getattr(self, "_pending", None) and time.monotonic() < deadline:
+            self._flush(force=True)
+            if self._pending:
+                time.sleep(RETRY_S)
+        if getattr(self, "_pending", None):
+            print(f"gdna: {len(self._pending)} MLflow updates could not be written; `gdna resume` writes them "
+                  "once the tracking server answers", file=sys.stderr, flush=True)
 
     def __getstate__(self):
         return {"tracker": self.tracker, "stage": self.stage, "resolver": self.resolver,
@@ -57,7 +115,7 @@ class MLflowTrackingCallback(Callback):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._runs, self._status = {}, {}
+        self._runs, self._status, self._pending = {}, {}, []
 
     def _run(self, trial) -> str:
         rid = self._runs.get(trial.trial_id)
@@ -72,9 +130,22 @@ class MLflowTrackingCallback(Callback):
         return rid
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.tracker.set_status(self._run(trial), "running")
+        self._write(self._start, trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._write(self._result, trial, dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(self._complete, trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(self._error, trial)
+
+    # the writes ----------------------------------------------------------------------------------
+    def _start(self, trial) -> None:
+        self.tracker.set_status(self._run(trial), "running")
+
+    def _result(self, trial, result: dict) -> None:
         rid = self._run(trial)
         self.tracker.log_metrics(rid, numeric_metrics(result), self._step_of(result))
         if result.get("final") and self.tracker.resumed(rid):
@@ -103,7 +174,7 @@ class MLflowTrackingCallback(Callback):
             self.tracker.client.set_tag(rid, k, v)
             seen[k] = v
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def _complete(self, trial) -> None:
         rid = self._run(trial)
         st = self._status.get(trial.trial_id)
         last = trial.last_result or {}
@@ -121,7 +192,7 @@ class MLflowTrackingCallback(Callback):
             st = record_stop(storage, key, last, ck).get("status", STOPPED) if storage else STOPPED
         self.tracker.set_status(rid, st)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def _error(self, trial) -> None:
         """errored, with the root cause in one line (`gdna.error`) and where the full error is."""
         from gdna.sweep.failures import explain
 
@@ -135,3 +206,16 @@ class MLflowTrackingCallback(Callback):
         if exc is not None:
             tags["gdna.error"] = explain(exc)[:500]
         self.tracker.set_status(rid, "errored", **tags)
+
+
+RETRY_S = 5.0  # at most one retry of the queued writes per this many seconds
+END_WAIT_S = 60.0  # how long the end of a stage waits for the tracking store to answer
+
+
+def tracking_outage(e: Exception) -> bool:
+    """A failed write to the tracking store (server down, connection refused or timed out, store locked),
+    as opposed to a bug in what we write."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, (MlflowException, OSError, ConnectionError, TimeoutError)) or (
+        type(e).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy"))
