@@ -386,7 +386,7 @@ def from_dict(cls: type, d: Any, where: str = "") -> Any:
 
 def _from_fields(cls: type, d: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(d) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]

@@ -69,7 +69,7 @@ BAD = {
     "unreachable_budget": (_with(model={"param_budget": 500}), "model.param_budget: no transformer width"),
     "negative_max_len": (_with(**{"data.max_len": -5}), "data.max_len: must be > 0"),
     "zero_max_examples": (_with(**{"data.max_train_examples": 0}), "data.max_train_examples: must be > 0"),
-    "tracking_scheme": (_with(tracking_uri="ftp://host/mlflow"), "tracking_uri: unsupported scheme 'ftp'"),
+    "tracking_scheme": (_with(tracking_uri="ftp://host/mlflow"), "tracking_uri: unsupported scheme 'ftp' in 'ftp://host/mlflow'"),
     "tracking_file_store": (_with(tracking_uri="mlruns"), "tracking_uri: unsupported plain path 'mlruns'"),
     "fractional_gpus_ddp": (_with(resources={"workers_per_trial": 2, "gpus_per_worker": 0.5}),
                             "resources.gpus_per_worker:"),

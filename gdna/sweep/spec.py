@@ -207,6 +207,9 @@ class Overrides:
     pretrain_train: dict[str, Any]  # pretrain.train, typed
 
 
+INTERNAL = {"internal": True}  # a field filled by load_spec / validate, never a YAML key
+
+
 def _typed_train(d: Mapping[str, Any], where: str) -> dict[str, Any]:
     t = from_dict(TrainConfig, d, where)
     return {k: getattr(t, k) for k in d}
@@ -240,9 +243,9 @@ class SweepSpec:
     verbose: int = 1
 
     # filled by load_spec / validate (not YAML keys)
-    space: SearchSpace = field(default_factory=SearchSpace)
-    spec_path: str = ""
-    parsed: Overrides | None = field(default=None, compare=False, repr=False)
+    space: SearchSpace = field(default_factory=SearchSpace, metadata=INTERNAL)
+    spec_path: str = field(default="", metadata=INTERNAL)
+    parsed: Overrides | None = field(default=None, compare=False, repr=False, metadata=INTERNAL)
 
     # -----------------------------------------------------------------------------------------
     def validate(self, check_data: bool | None = None) -> "SweepSpec":
@@ -296,7 +299,7 @@ class SweepSpec:
             raise ConfigError("storage: empty path")
         scheme = self.tracking_uri.split("://", 1)[0] if "://" in self.tracking_uri else ""
         if self.tracking_uri and scheme not in TRACKING_SCHEMES:
-            raise ConfigError(f"tracking_uri: unsupported {'scheme ' + repr(scheme) if scheme else 'plain path'} "
+            raise ConfigError(f"tracking_uri: unsupported {'scheme ' + repr(scheme) + ' in' if scheme else 'plain path'} "
                               f"{self.tracking_uri!r} (use sqlite:///path/mlflow.db, http(s)://host:port or "
                               f"{', '.join(s for s in TRACKING_SCHEMES if s not in ('sqlite', 'http', 'https'))})")
         self.space.validate(f"search_space({self.search_space})")
