@@ -3,10 +3,11 @@ and SIGINT / SIGTERM to gdna stop that whole group (the server and every worker 
 exits with the child's status. A child that ignores SIGTERM is killed after `grace_s`."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -40,3 +41,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)  # the session leader's pid is the group id
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextlib.contextmanager
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then put back what was there (or nothing)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -10,7 +10,6 @@ fine-tuning with early stopping. Printed with the numbers it used.
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
@@ -50,24 +49,19 @@ def measurements(storage: str | Path) -> list[dict[str, Any]]:
 
 
 def _trial_runs(uri: str, name: str) -> list:
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_TIMEOUT="10", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-    try:
-        from mlflow.tracking import MlflowClient
+    from gdna.procs import temporary_env
 
-        c = MlflowClient(tracking_uri=uri)
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
+    with temporary_env({"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}):
+        try:
+            from mlflow.tracking import MlflowClient
+
+            c = MlflowClient(tracking_uri=uri)
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                return []
+            return list(c.search_runs([exp.experiment_id], "tags.`gdna.role` = 'trial'", max_results=50000))
+        except Exception:  # noqa: BLE001 - a store we cannot read gives no measurements, not an error
             return []
-        return list(c.search_runs([exp.experiment_id], "tags.`gdna.role` = 'trial'", max_results=50000))
-    except Exception:  # noqa: BLE001 - a store we cannot read gives no measurements, not an error
-        return []
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _rate(ms: list[dict], stage: str, arch: str, task: str | None) -> tuple[float, str] | None:

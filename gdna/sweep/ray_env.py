@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from gdna.config import ResourcesConfig
+from gdna.procs import temporary_env
 from gdna.errors import ConfigError
 from gdna.train.trainer import DEFAULT_HEALTH_CHECK_S, HEALTH_CHECK_ENV
 
@@ -42,19 +43,12 @@ def init_ray(ray_address: str, verbose: int) -> None:
         pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}
     else:  # a cluster: the workers do not inherit our environment
         kw["runtime_env"] = {"env_vars": {k: os.environ[k] for k in ENV_DEFAULTS if k in os.environ}}
-    saved = {k: os.environ.get(k) for k in pinned}
-    os.environ.update(pinned)
     try:
-        ray.init(**kw)
+        with temporary_env(pinned):
+            ray.init(**kw)
     except ray.exceptions.AuthenticationError as e:  # a cluster started with RAY_AUTH_MODE=token
         raise ConfigError(f"ray_address {address}: the cluster uses token authentication: run with RAY_AUTH_MODE=token "
                           f"and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token ({str(e).splitlines()[0][:120]})") from None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def max_concurrent(r: ResourcesConfig) -> int:

@@ -75,11 +75,7 @@ class RayRuntime(Runtime):
 
     @contextlib.contextmanager
     def resume_dir(self) -> Iterator[str | None]:
-        ckpt = self._train.get_checkpoint()
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as d:
+        with _local_dir(self._train.get_checkpoint()) as d:
             yield d
 
     def log_event(self, event: dict[str, Any]) -> None:
@@ -144,10 +140,7 @@ class TuneRuntime(Runtime):
         if newer is not None:
             yield newer
             return
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as d:
+        with _local_dir(ckpt) as d:
             yield d
 
     def log_event(self, event: dict[str, Any]) -> None:
@@ -285,3 +278,13 @@ class LocalRuntime(Runtime):
 
     def log_event(self, event: dict[str, Any]) -> None:
         append_line(self.run_dir / EVENTS_FILE, json.dumps(event, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def _local_dir(ckpt) -> Iterator[str | None]:
+    """A Train/Tune checkpoint as a local directory for the block (None: no checkpoint)."""
+    if ckpt is None:
+        yield None
+        return
+    with ckpt.as_directory() as d:
+        yield d
