@@ -7,6 +7,22 @@ bare in this process (LocalRuntime) and once inside a 1-worker TorchTrainer (Ray
 
     .venv/bin/python bench/trial_overhead.py [--steps 200] [--arch transformer] [--d-model 64]
                                              [--context 256] [--batch 16] [--threads 1] [--gpu]
+                                             [--trials 4] [--no-quickstart]
+
+Then the two sweep runners (`resources.runner`), through the sweep's own trainable in a Tuner, --trials
+trials of that loop one after another:
+
+  fixed per-trial overhead = (Tuner wall time − the trials' time inside the loop) / trials
+      (inside the loop: from the loop's entry to its end event, the span a bare run takes; measured in
+      the same run, so load drift on a shared machine cancels; the difference to the same trials run
+      bare before is printed too)
+      train:  a TorchTrainer per trial (Train controller + worker processes)
+      inline: the loop in the Tune trial's process, reused by the next trial (goal ≤ 1.5 s per trial,
+              the first trial's process start included)
+
+and the quickstart's fine-tuning stage (sweeps/quickstart.yaml, verbose 0) with each runner on one
+storage: its pretrainings run once (inline sweep) and are reused by the train sweep; the stage's wall
+time is compared (goal: inline ≤ 0.4× train). --no-quickstart skips that part (it takes minutes).
 
 Ray startup (ray.init) is not counted: a sweep pays it once. Set GDNA_DATA_ROOT if ../shared/data
 is not beside the repository.
@@ -35,6 +51,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads bare = CPUs of the Ray worker")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved bare/Ray pairs (the best of each is kept)")
     ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--trials", type=int, default=4, help="trials per runner in the runner comparison")
+    ap.add_argument("--no-quickstart", action="store_true", help="skip the quickstart fine-tuning stage comparison")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args()
 
@@ -82,6 +100,7 @@ def main() -> int:
         m["_setup_s"] = ev["start"]["time"] - ev["start"]["entered"]
         m["_after_end_s"] = w1 - ev["end"]["time"]
         fits.append((wall, m))
+    runners = compare_runners(trial, args, tmp, device)
     ray.shutdown()
     bare_wall = min(w for w, _ in bares)
     bare_train = min(m["time_train_s"] for _, m in bares)
@@ -113,9 +132,114 @@ def main() -> int:
           f"actors: process starts, imports, process group); loop setup (data, model) {out['loop_setup_s']:.2f}s; "
           f"loop end → fit() returns {out['ray_after_loop_end_s']:.2f}s; load avg {out.get('load_avg_1m', 0):.1f} "
           f"on {os.cpu_count()} CPUs")
+    out["runners"] = runners
+    for name, r in runners.items():
+        print(f"runner {name:<6}: {r['trials']} trials in {r['tuner_wall_s']:.1f}s, {r['in_loop_total_s']:.1f}s of it inside "
+              f"the loop → fixed overhead {r['overhead_per_trial_s']:.2f}s per trial"
+              + (" (goal <= 1.5 s)" if name == "inline" else "") + f"  [{r['processes']} trial process(es); "
+              f"vs the same trials bare {r['bare_total_s']:.1f}s: {r['overhead_vs_bare_per_trial_s']:.2f}s per trial]")
+    if not args.no_quickstart:
+        qs = quickstart_stages(tmp)
+        out["quickstart_finetune_s"] = qs
+        print(f"quickstart fine-tuning stage ({qs['trials']} trials): train {qs['train']:.0f}s, inline {qs['inline']:.0f}s "
+              f"→ inline/train {qs['inline'] / qs['train']:.2f}x (goal <= 0.4)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+class _Fixed:
+    """Tune config {"i": n} → the n-th (key, trial dict, meta, name): a stand-in for the sweep's Resolver."""
+
+    def __init__(self, trials):
+        self.out = [(t.identity(), t.to_dict(), {"arch": t.model.arch}, f"t{i}") for i, t in enumerate(trials)]
+
+    def __call__(self, config):
+        return self.out[config["i"]]
+
+
+def compare_runners(trial, args, tmp: Path, device: str) -> dict:
+    """--trials trials (seeds 0..n-1) bare, then through a Tuner with each runner (one at a time)."""
+    import dataclasses
+
+    from ray import tune
+
+    from gdna.config import ResourcesConfig
+    from gdna.sweep.trainable import inline_resources, trainable
+    from gdna.train.events import read_events
+    from gdna.train.loop import run
+    from gdna.train.runtime import LocalRuntime
+    from gdna.train.trainer import CHECKPOINTS_TO_KEEP
+
+    trials = [dataclasses.replace(trial, train=dataclasses.replace(trial.train, seed=i)) for i in range(args.trials)]
+    bare = 0.0
+    for i, t in enumerate(trials):
+        t0 = time.perf_counter()
+        run({"trial": t.to_dict()}, LocalRuntime(tmp / f"runners_bare{i}", device=device))
+        bare += time.perf_counter() - t0
+    out = {}
+    for runner in ("train", "inline"):
+        r = ResourcesConfig(runner=runner, workers_per_trial=1, cpus_per_worker=float(args.threads),
+                            gpus_per_worker=1.0 if args.gpu else 0.0, max_failures=0)
+        storage = tmp / f"runner_{runner}"
+        fn = tune.with_parameters(trainable, resolver=_Fixed(trials), resources=r.__dict__.copy(),
+                                  train_storage=str(storage / "train"))
+        tuner = tune.Tuner(
+            tune.with_resources(fn, inline_resources(r) if runner == "inline" else {"cpu": 0.1}),
+            param_space={"i": tune.grid_search(list(range(len(trials))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=runner == "inline"),
+            run_config=tune.RunConfig(name="bench", storage_path=str(storage / "tune"), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP)),
+        )
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        wall = time.perf_counter() - t0
+        assert not grid.errors, grid.errors
+        events = [read_events(str(storage / "train"), t.identity()) for t in trials]
+        pids = {e.get("pid") for ev in events for e in ev}
+        # the time each trial spent inside gdna's loop (its `entered` → its end event, the span a bare
+        # run() takes), measured in the same run as the Tuner's wall time: load drift hits both alike
+        inside = sum(next(e["time"] for e in ev if e["event"] == "end") - next(e["entered"] for e in ev if e["event"] == "start")
+                     for ev in events)
+        out[runner] = {"trials": len(trials), "tuner_wall_s": wall, "bare_total_s": bare, "in_loop_total_s": inside,
+                       "overhead_per_trial_s": (wall - inside) / len(trials),
+                       "overhead_vs_bare_per_trial_s": (wall - bare) / len(trials),
+                       "processes": len(pids - {None}) if runner == "inline" else len(trials)}
+    return out
+
+
+def quickstart_stages(tmp: Path) -> dict:
+    """The quickstart's fine-tuning stage wall time with each runner (pretrainings shared, run once)."""
+    import yaml
+
+    from gdna.sweep.run import SweepRunner
+    from gdna.sweep.spec import load_spec
+
+    stage_s: dict[str, float] = {}
+
+    class Timed(SweepRunner):
+        def fit_stage(self, stage, *a, **kw):
+            t0 = time.perf_counter()
+            ok = super().fit_stage(stage, *a, **kw)
+            if stage == "finetune":
+                stage_s[self.spec.resources.runner] = time.perf_counter() - t0
+            return ok
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "sweeps" / "quickstart.yaml").read_text())
+    storage = tmp / "quickstart"
+    n = 0
+    for runner in ("inline", "train"):  # inline first: it runs the pretrainings, the train sweep reuses them
+        spec_raw = {**raw, "name": f"qs_{runner}", "verbose": 0,
+                    "resources": {**raw["resources"], "runner": runner}}
+        path = tmp / f"qs_{runner}.yaml"
+        path.write_text(yaml.safe_dump(spec_raw))
+        spec = load_spec(path, check_data=True, storage=str(storage))
+        sweep = Timed(spec)
+        if sweep.run() != 0:
+            raise SystemExit(f"quickstart sweep with runner {runner} failed")
+        n = sweep.plan.n_finetune
+    return {**stage_s, "trials": n}
 
 
 if __name__ == "__main__":
