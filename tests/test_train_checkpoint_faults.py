@@ -5,22 +5,18 @@ from __future__ import annotations
 import pytest
 
 from fault_injection import InjectedFailure, run_failing
-from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+from gdna.config import TrialConfig
 from gdna.train.checkpoint import STATE_FILE
 from gdna.train.loop import run
 from gdna.train.runtime import LocalRuntime
 from gdna.train.trainer import read_events
+from trials import cls_trial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trial(data_root) -> TrialConfig:
-    return TrialConfig(
-        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
-        data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=64, max_train_examples=96,
-                        max_eval_examples=48),
-        train=TrainConfig(objective="cls", lr=3e-3, batch_size=32, epochs=4, seed=0),
-    ).validate()
+    return cls_trial(data_root, max_len=64, n_train=96, n_eval=48, epochs=4)
 
 
 def _drop(r: dict) -> dict:

@@ -9,37 +9,14 @@ import pytest
 import torch
 
 from fault_injection import InjectedFailure, run_failing
-from gdna.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
 from gdna.train import checkpoint as C
 from gdna.train.export import DONE_FILE, EXPORT_FILE
 from gdna.train.loop import initial_model, run
 from gdna.train.runtime import LocalRuntime
 from gdna.train.trainer import count_training_starts, read_events
+from trials import clm_trial, cls_trial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def cls_trial(data_root, **train) -> TrialConfig:
-    t = dict(objective="cls", lr=3e-3, batch_size=32, epochs=3, seed=0)
-    t.update(train)
-    return TrialConfig(
-        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
-        data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100,
-                        max_train_examples=160, max_eval_examples=96),
-        train=TrainConfig(**t),
-    ).validate()
-
-
-def clm_trial(data_root, export_dir=None, **train) -> TrialConfig:
-    t = dict(objective="clm", lr=3e-3, batch_size=16, max_steps=60, eval_every=20, seed=0)
-    t.update(train)
-    return TrialConfig(
-        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
-        data=DataConfig(data_root=str(data_root), corpus="genome", context_len=128, windows_per_epoch=160,
-                        eval_windows=64),
-        train=TrainConfig(**t),
-        export_dir=str(export_dir) if export_dir else None,
-    ).validate()
 
 
 def final_state(run_dir) -> dict:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from fault_injection import failing_loop_per_worker
-from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
+from gdna.config import ResourcesConfig, TrialConfig
 from gdna.train import build_trainer, count_training_starts, read_events
 from gdna.train import checkpoint as C
 from gdna.train.loop import run
 from gdna.train.runtime import LocalRuntime
+from trials import cls_trial
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,7 @@ def ray_session():
 
 
 def trial(data_root, **train) -> TrialConfig:
-    t = dict(objective="cls", lr=3e-3, batch_size=32, epochs=4, seed=0)
-    t.update(train)
-    return TrialConfig(
-        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
-        data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100,
-                        max_train_examples=320, max_eval_examples=128),
-        train=TrainConfig(**t),
-    ).validate()
+    return cls_trial(data_root, n_train=320, n_eval=128, **{"epochs": 4, **train})
 
 
 def latest_state(run_dir) -> dict:

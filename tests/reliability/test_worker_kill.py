@@ -13,10 +13,11 @@ import time
 import pytest
 import torch
 
-from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
+from gdna.config import ResourcesConfig
 from gdna.train import build_trainer, read_events
 from gdna.train.loop import run
 from gdna.train.runtime import LocalRuntime
+from trials import cls_trial
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
@@ -24,12 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 def test_sigkill_of_a_training_worker_resumes_from_its_checkpoint(tmp_path, data_root):
     import ray
 
-    t = TrialConfig(
-        model=ModelConfig.for_arch("transformer", d_model=32, n_heads=4),
-        data=DataConfig(data_root=str(data_root), task="human_enhancers_cohn", max_len=100, max_train_examples=320,
-                        max_eval_examples=128),
-        train=TrainConfig(objective="cls", lr=3e-3, batch_size=32, epochs=6, seed=0),
-    ).validate()
+    t = cls_trial(data_root, n_train=320, n_eval=128, epochs=6)
     torch.set_num_threads(1)  # as in the Ray worker
     ref = run({"trial": t.to_dict()}, LocalRuntime(tmp_path / "ref"))
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
