@@ -24,7 +24,7 @@ import yaml
 
 from test_sweep_e2e import REPO, _cli, _env, _run, _runs, _stop_group, _tail
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]  # ~5 min quiet: make reliability
 
 
 def _spec(d: Path, name: str) -> Path:

@@ -128,7 +128,8 @@ def _tail(log: Path, n: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
 
 
-@pytest.fixture(scope="module", params=["train", "inline"])
+# the inline runner's copy of these sweeps runs in `make reliability` (make test keeps under 15 minutes)
+@pytest.fixture(scope="module", params=["train", pytest.param("inline", marks=pytest.mark.reliability)])
 def sweep1(request, tmp_path_factory, data_root):
     runner = request.param
     d = tmp_path_factory.mktemp(f"e2e_{runner}")
