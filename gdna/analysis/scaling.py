@@ -63,6 +63,8 @@ def pretrain_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 def select_pretraining(pre: pd.DataFrame) -> pd.DataFrame:
     """Per (arch, strategy, task, context, budget): the finished run with the lowest validation perplexity."""
+    if pre.empty or "ok" not in pre:  # no pretraining runs in this sweep (a from-scratch sweep)
+        return pre.iloc[0:0]
     ok = pre[pre["ok"]]
     if ok.empty:
         return ok
