@@ -19,7 +19,7 @@ CACHE_FILE = "fingerprints.json"
 _lock = threading.Lock()
 _memory: dict[str, list] = {}  # abs path → [size, mtime_ns, hash]
 _loaded: set[str] = set()
-_dirty = [False]  # new hashes not yet written to the cache file
+_dirty = False  # new hashes not yet written to the cache file
 
 
 def cache_dir() -> Path:
@@ -42,9 +42,10 @@ def file_fingerprint(path: Path, save: bool = True) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
+    global _dirty
     with _lock:
         _memory[key] = [st.st_size, st.st_mtime_ns, digest]
-        _dirty[0] = True
+        _dirty = True
         if save:
             _save_cache()
     return digest
@@ -62,7 +63,7 @@ def files_fingerprint(files: Iterable[Path], root: Path | None = None) -> str:
             name = p.name
         entries.append((name, p.stat().st_size, file_fingerprint(p, save=False)))
     with _lock:
-        if _dirty[0]:
+        if _dirty:
             _save_cache()
     blob = json.dumps(entries, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
@@ -87,12 +88,13 @@ def _load_cache() -> None:
 
 
 def _save_cache() -> None:
+    global _dirty
     path = _cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{CACHE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(_memory, separators=(",", ":")))
         os.replace(tmp, path)
-        _dirty[0] = False
+        _dirty = False
     except OSError:  # a read-only cache only costs re-hashing next time
         pass

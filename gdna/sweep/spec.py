@@ -445,9 +445,9 @@ def spec_from_dict(raw: Any, spec_path: Path | None = None, check_data: bool | N
     if not isinstance(raw, Mapping):
         raise ConfigError(f"spec: expected a mapping of keys, got {type(raw).__name__}")
     raw = dict(raw)
-    for k in ("space", "spec_path"):
-        if k in raw:
-            raise ConfigError(f"{k}: unknown key")
+    for f in dataclasses.fields(SweepSpec):  # filled by validation, never YAML keys (checked before the search space)
+        if f.metadata.get("internal") and f.name in raw:
+            raise ConfigError(f"{f.name}: unknown key")
     ss = raw.get("search_space", "")
     space = load_search_space(ss, spec_path)
     if isinstance(ss, Mapping):
