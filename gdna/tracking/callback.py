@@ -3,7 +3,7 @@
 It is the ONLY MLflow writer of a sweep (it runs in the driver: one writer per sqlite store, and on a
 cluster the workers need no route to the tracking server). Child runs are found by the trial identity
 (`gdna.trial_key`), so a restored sweep never duplicates runs or metric steps; reports a killed driver
-never received are back-filled from the Train checkpoint's history when the trial finishes.
+never wrote are back-filled from the Train checkpoint's history when the trial finishes.
 
 A tracking server that is down (or a store that cannot be written) never stops training: each write
 that fails is queued, in order, and retried before the next one and at the end of the stage (a warning
@@ -94,8 +94,10 @@ class MLflowTrackingCallback(Callback):
             return int(result.get("training_iteration", 0) or 0)
 
     def _backfill(self, rid: str, trial, result) -> None:
-        """A resumed trial: log the reports that workers made before the interruption but this
-        driver never received (they are in the Train checkpoint's history); steps already logged are skipped."""
+        """At a trial's final report: log the reports its workers made that this driver never wrote (they
+        are in the Train checkpoint's history); steps already logged are skipped. Needed for any trial that
+        was interrupted, also one whose MLflow run did not exist yet (its first writes were still queued
+        behind a locked store when the driver was killed: the run is new, its history is not)."""
         key = self.resolver(trial.config)[0]
         ck = result.get("checkpoint_path")
         if not ck or not Path(ck).is_dir():
@@ -148,7 +150,7 @@ class MLflowTrackingCallback(Callback):
     def _result(self, trial, result: dict) -> None:
         rid = self._run(trial)
         self.tracker.log_metrics(rid, numeric_metrics(result), self._step_of(result))
-        if result.get("final") and self.tracker.resumed(rid):
+        if result.get("final"):  # (deduped: cheap when nothing is missing)
             self._backfill(rid, trial, result)
         ck = result.get("export_path") or result.get("checkpoint_path")
         if ck:
@@ -190,6 +192,7 @@ class MLflowTrackingCallback(Callback):
             ck = last.get("checkpoint_path") or getattr(getattr(trial, "checkpoint", None), "path", None)
             storage = getattr(self, "train_storage", "")
             st = record_stop(storage, key, last, ck).get("status", STOPPED) if storage else STOPPED
+            self._backfill(rid, trial, last)
         self.tracker.set_status(rid, st)
 
     def _error(self, trial) -> None:
