@@ -90,6 +90,9 @@ class _Loop:
         # sequence-length warmup (clm only): [(first step, length)]; None when off
         self.seq_schedule = (B.seq_len_schedule(trial.data.context_len, self.cfg.seq_warmup_start, self.cfg.seq_warmup_steps)
                              if self.obj.name == "clm" and self.cfg.seq_warmup_start else None)
+        # this attempt's seconds waiting on the data loader and inside _report (checkpoint + report): the end event
+        self.time_data_wait = self.time_report = 0.0
+        self.n_reports = 0
 
     # -- setup ----------------------------------------------------------------------------------
     def _datasets(self) -> None:
@@ -178,7 +181,8 @@ class _Loop:
             **self.size,
         })
         final = self.obj.run(self)
-        self._event({"event": "end", "status": final.get("status")})
+        self._event({"event": "end", "status": final.get("status"), "train_s": self.time_train,
+                     "data_wait_s": self.time_data_wait, "report_s": self.time_report, "reports": self.n_reports})
         return final
 
     def _final_metrics(self, acc: dict, status: str, last: dict | None, val_metric: str) -> dict[str, Any]:
@@ -208,7 +212,9 @@ class _Loop:
         steps, diverged = 0, False
         t0 = time.perf_counter()
         for gsize, mbs in plan:
+            td = time.perf_counter()
             micro_batches = [next(it) for _ in mbs]
+            self.time_data_wait += time.perf_counter() - td
             if self.seq_schedule is not None:  # warmup: the step's windows cut to its length, same tokens
                 length = B.seq_len_at(self.seq_schedule, self.step)
                 micro_batches = [B.cut_clm_batch(b, length) for b in micro_batches]
@@ -246,6 +252,14 @@ class _Loop:
 
     def _report(self, metrics: dict[str, Any], final: bool = False, model_state: dict | None = None) -> None:
         """Every rank reports; rank 0 attaches the checkpoint (the `done` one for the final report)."""
+        t0 = time.perf_counter()
+        try:
+            self._report_timed(metrics, final, model_state)
+        finally:
+            self.time_report += time.perf_counter() - t0
+            self.n_reports += 1
+
+    def _report_timed(self, metrics: dict[str, Any], final: bool, model_state: dict | None) -> None:
         metrics = {k: _plain(v) for k, v in {**self.size, **metrics}.items()}
         self.history.append(metrics)
         ckpt_dir = None
