@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gdna.config import flatten
+from gdna.tracking.view import save_default_view, view_url
 
 TRIAL_STATUSES = ("running", "finished", "diverged", "stopped", "errored")  # stopped: by the scheduler (ASHA)
 # per-report metrics (step-indexed) and final metrics (logged once), as gdna.train reports them
@@ -118,6 +119,7 @@ class SweepTracker:
                     tags={"gdna.sweep": self.sweep, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
                           NOTE_TAG: experiment_description(self.sweep, self.description)},
                 )
+                save_default_view(self.client, self._exp_id)
             else:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
@@ -288,8 +290,9 @@ def describe_with_analysis(client, experiment_id: str, sweep: str, analysis: str
 
 
 def runs_table_url(base_url: str, tracking_uri: str, sweep: str) -> str:
-    """The URL of the sweep experiment's runs table (`<base>/#/experiments/<id>/runs`); marks the
-    experiment as model training if an older sweep lacks the tag. `<base>/` when it does not exist yet."""
+    """The URL of the sweep experiment's runs table in gdna's saved view (`<base>/#/experiments/<id>/runs?
+    viewStateShareKey=…`: runs grouped by stage, gdna.tracking.view); marks the experiment as
+    model training and (re)writes the view if an older sweep lacks them. `<base>/` when it does not exist yet."""
     from mlflow.tracking import MlflowClient
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
@@ -300,7 +303,8 @@ def runs_table_url(base_url: str, tracking_uri: str, sweep: str) -> str:
         return base_url.rstrip("/") + "/"
     if EXPERIMENT_KIND_TAG not in exp.tags:
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return f"{base_url.rstrip('/')}/#/experiments/{exp.experiment_id}/runs"
+    save_default_view(client, exp.experiment_id)
+    return view_url(base_url, exp.experiment_id)
 
 
 def _param_str(v: Any) -> str:
