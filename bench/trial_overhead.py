@@ -4,6 +4,9 @@ bare in this process (LocalRuntime) and once inside a 1-worker TorchTrainer (Ray
   throughput ratio = Ray tokens/s / bare tokens/s   (training steps only; goal ≥ 0.90)
   fixed overhead   = Ray fit() wall time − bare run() wall time   (worker start + teardown,
                      process group, report/checkpoint round trips; goal ≤ 3 s)
+  reporting share  = time in the loop's report + checkpoint calls / time inside the loop (its `entered`
+                     → `end` event), bare and in Ray (goal ≤ 2%; the end event's `report_s`, one report
+                     per `--eval-every` steps plus the final one)
 
     .venv/bin/python bench/trial_overhead.py [--steps 200] [--arch transformer] [--d-model 64]
                                              [--context 256] [--batch 16] [--threads 1] [--gpu]
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,7 +66,8 @@ def main() -> int:
     from gdna.config import DataConfig, ModelConfig, ResourcesConfig, TrainConfig, TrialConfig
     from gdna.train.loop import run
     from gdna.train.runtime import LocalRuntime
-    from gdna.train.trainer import build_trainer, read_events, resolve_trial
+    from gdna.train.events import read_events
+    from gdna.train.trainer import build_trainer, resolve_trial
 
     trial = resolve_trial(TrialConfig(
         model=ModelConfig.for_arch(args.arch, d_model=args.d_model, n_heads=4),
@@ -81,14 +86,17 @@ def main() -> int:
 
     import ray
 
+    ray_tmp = tempfile.mkdtemp(prefix="gb", dir="/tmp")  # a private Ray (short path: socket names fit)
+    os.environ["GDNA_RAY_TMPDIR"] = ray_tmp  # and the quickstart sweeps' own Ray (gdna.sweep.ray_env)
     ray.init(num_cpus=max(2, args.threads), num_gpus=1 if args.gpu else 0, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, _temp_dir=ray_tmp)
     res = ResourcesConfig(workers_per_trial=1, cpus_per_worker=float(args.threads),
                           gpus_per_worker=1.0 if args.gpu else 0.0, max_failures=0)
     bares, fits = [], []
     for i in range(args.repeats):
         t0 = time.perf_counter()
         m = run({"trial": trial.to_dict()}, LocalRuntime(tmp / f"bare{i}", device=device))
+        m["_report"] = report_share(read_events(str(tmp), f"bare{i}"))
         bares.append((time.perf_counter() - t0, m))
         t0, w0 = time.perf_counter(), time.time()
         m = build_trainer(trial, res, f"bench{i}", str(tmp / "ray")).fit().metrics
@@ -99,9 +107,12 @@ def main() -> int:
         m["_to_enter_s"] = ev["start"]["entered"] - w0
         m["_setup_s"] = ev["start"]["time"] - ev["start"]["entered"]
         m["_after_end_s"] = w1 - ev["end"]["time"]
+        m["_report"] = report_share(read_events(str(tmp / "ray"), f"bench{i}"))
         fits.append((wall, m))
-    runners = compare_runners(trial, args, tmp, device)
-    ray.shutdown()
+    try:
+        runners = compare_runners(trial, args, tmp, device)
+    finally:
+        ray.shutdown()
     bare_wall = min(w for w, _ in bares)
     bare_train = min(m["time_train_s"] for _, m in bares)
     ray_wall, ray_m = min(fits, key=lambda f: f[0])
@@ -119,6 +130,8 @@ def main() -> int:
     out["overhead_s"] = ray_wall - bare_wall
     out["ray_until_loop_entered_s"], out["loop_setup_s"] = ray_m["_to_enter_s"], ray_m["_setup_s"]
     out["ray_after_loop_end_s"] = ray_m["_after_end_s"]
+    out["report_bare"] = min((m["_report"] for _, m in bares), key=lambda r: r["share"])
+    out["report_ray"] = min((m["_report"] for _, m in fits), key=lambda r: r["share"])
     try:
         out["load_avg_1m"] = os.getloadavg()[0]
     except OSError:
@@ -132,20 +145,38 @@ def main() -> int:
           f"actors: process starts, imports, process group); loop setup (data, model) {out['loop_setup_s']:.2f}s; "
           f"loop end → fit() returns {out['ray_after_loop_end_s']:.2f}s; load avg {out.get('load_avg_1m', 0):.1f} "
           f"on {os.cpu_count()} CPUs")
+    for name in ("bare", "ray"):
+        r = out[f"report_{name}"]
+        print(f"reporting {name:<4}: {r['report_s']:.2f}s in {r['reports']} report+checkpoint calls of {r['inside_s']:.2f}s "
+              f"inside the loop = {100 * r['share']:.2f}% (goal <= 2%)")
     out["runners"] = runners
     for name, r in runners.items():
         print(f"runner {name:<6}: {r['trials']} trials in {r['tuner_wall_s']:.1f}s, {r['in_loop_total_s']:.1f}s of it inside "
               f"the loop → fixed overhead {r['overhead_per_trial_s']:.2f}s per trial"
               + (" (goal <= 1.5 s)" if name == "inline" else "") + f"  [{r['processes']} trial process(es); "
-              f"vs the same trials bare {r['bare_total_s']:.1f}s: {r['overhead_vs_bare_per_trial_s']:.2f}s per trial]")
+              f"vs the same trials bare {r['bare_total_s']:.1f}s: {r['overhead_vs_bare_per_trial_s']:.2f}s per trial; "
+              f"reporting {100 * r['report_share']:.2f}% of the loop]")
     if not args.no_quickstart:
-        qs = quickstart_stages(tmp)
+        try:
+            qs = quickstart_stages(tmp)
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
         out["quickstart_finetune_s"] = qs
         print(f"quickstart fine-tuning stage ({qs['trials']} trials): train {qs['train']:.0f}s, inline {qs['inline']:.0f}s "
               f"→ inline/train {qs['inline'] / qs['train']:.2f}x (goal <= 0.4)")
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def report_share(events: list[dict]) -> dict:
+    """Time in report + checkpoint calls vs time inside the loop, from one run's start and end events."""
+    start = next(e for e in events if e["event"] == "start")
+    end = next(e for e in events if e["event"] == "end")
+    inside = end["time"] - start["entered"]
+    return {"report_s": end["report_s"], "reports": end["reports"], "inside_s": inside,
+            "data_wait_s": end["data_wait_s"], "share": end["report_s"] / inside}
 
 
 class _Fixed:
@@ -204,6 +235,7 @@ def compare_runners(trial, args, tmp: Path, device: str) -> dict:
         out[runner] = {"trials": len(trials), "tuner_wall_s": wall, "bare_total_s": bare, "in_loop_total_s": inside,
                        "overhead_per_trial_s": (wall - inside) / len(trials),
                        "overhead_vs_bare_per_trial_s": (wall - bare) / len(trials),
+                       "report_share": sum(report_share(ev)["report_s"] for ev in events) / inside,
                        "processes": len(pids - {None}) if runner == "inline" else len(trials)}
     return out
 
