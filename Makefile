@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.gdna-installed
 TORCH_PIP_ARGS ?=
 export GDNA_DATA_ROOT ?= $(abspath ../shared/data)
 
-.PHONY: install demo test reliability cluster-test browser clean
+.PHONY: install demo test reliability cluster-test browser clean bench
 
 install: $(STAMP)
 
@@ -34,6 +34,19 @@ reliability: $(STAMP)
 # the worker node killed mid-trial (tests/test_cluster_live.py; a few minutes).
 cluster-test: $(STAMP)
 	$(PY) -m pytest -q -m cluster tests
+
+# Every script in bench/, each printing its ratios measured side by side in one run (bench/RESULTS.md
+# records them). Sized for a 2-vCPU machine: about 20-30 minutes; the fuller runs' commands are in each
+# script's docstring and in bench/RESULTS.md. Not part of `make test`. bench/gpu_check.sh is for a GPU machine.
+bench: $(STAMP)
+	@echo "bench: $$(date -u '+%Y-%m-%d %H:%M UTC'), commit $$(git rev-parse --short HEAD), $$(nproc) CPUs,$$(uptime | sed 's/.*,  *load/ load/')"
+	$(PY) bench/trial_overhead.py --steps 60 --eval-every 20 --repeats 1 --trials 4 --no-quickstart
+	$(PY) bench/sweep_efficiency.py
+	$(PY) bench/mfu.py
+	$(PY) bench/data_pipeline.py
+	$(PY) bench/kernels.py --repeats 3 --threads 1
+	$(PY) bench/long_context.py --lengths 1024,4096 --quadratic-max 4096 --repeats 1 --threads 1
+	@echo "bench: done $$(date -u '+%H:%M UTC'),$$(uptime | sed 's/.*,  *load/ load/')"
 
 # Optional: Debian's headless Chromium for the MLflow UI screenshot test (needs root + apt).
 browser:
