@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import median_times  # noqa: E402 (bench/timing.py)
 
 
 def loop_share(trial, tmp: Path, name: str) -> dict:
@@ -53,13 +53,8 @@ def loop_share(trial, tmp: Path, name: str) -> dict:
 def best_rate(fn, nbytes: int, repeats: int) -> tuple[float, float]:
     """(MB/s by wall time, MB/s by process CPU time): the median of `repeats` calls after a warm-up."""
     fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return nbytes / 1e6 / statistics.median(walls), nbytes / 1e6 / max(statistics.median(cpus), 1e-9)
+    wall, cpu = median_times(fn, repeats)
+    return nbytes / 1e6 / wall, nbytes / 1e6 / max(cpu, 1e-9)
 
 
 def tokenization(args) -> list[tuple[str, float, float]]:

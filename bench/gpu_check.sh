@@ -64,8 +64,8 @@ else
     log "=== GPU tests: skipped, pytest is not installed for $PY ($TESTS)"
     status=1
 fi
-part "MFU fp32" 120 "$PY" bench/mfu.py --device cuda --precision fp32 --batch 16 --context 1024 --steps 10 --d-model 256 --matmul-n 8192
-part "MFU bf16" 120 "$PY" bench/mfu.py --device cuda --precision bf16 --batch 16 --context 1024 --steps 10 --d-model 256 --matmul-n 8192
+part "MFU fp32" 120 "$PY" bench/mfu.py --device cuda --precision fp32 --batch 16 --context 1024 --steps 10 --d-model 256 --matmul-n 4096,8192
+part "MFU bf16" 120 "$PY" bench/mfu.py --device cuda --precision bf16 --batch 16 --context 1024 --steps 10 --d-model 256 --matmul-n 4096,8192
 part "kernels" 90 "$PY" bench/kernels.py --device cuda --repeats 5
 log ""
 log "gpu_check: done, status $status; output in $OUT"

@@ -3,7 +3,7 @@ architecture, side by side in one run.
 
     .venv/bin/python bench/mfu.py [--archs transformer,hyena,mamba] [--d-model 256] [--layers 2]
                                   [--batch 4] [--context 1024] [--steps 3] [--threads 1] [--device cpu]
-                                  [--precision fp32] [--matmul-n 2048] [--json out.json]
+                                  [--precision fp32] [--matmul-n 1024,2048] [--json out.json]
 
 For each architecture, the model is built by gdna (ModelConfig.for_arch → gdna.models.build.build_model,
 LM head) at width --d-model, and one causal-LM optimizer step is gdna's own (gdna.train.steps.train_step:
@@ -18,8 +18,8 @@ forward, loss, backward, grad clip, AdamW, LR schedule) on a batch of --batch wi
       norms, softmax outside SDPA, the optimizer. So the FLOPs are model FLOPs (the useful matmul work),
       not everything the CPU executes: hyena and mamba spend most of their time in uncounted work.
   Step time: the median of --steps timed steps after one warm-up step (wall and process CPU time).
-  Peak: torch.matmul of two --matmul-n square fp32 matrices (2·n³ FLOPs), median of repeats, same threads
-      and device, measured in the same run right before and after the steps (the higher is kept).
+  Peak: torch.matmul of two square matrices of each --matmul-n size (2·n³ FLOPs), median of 5, same dtype,
+      threads and device, measured in the same run right before and after the steps (the fastest is kept).
   MFU = counted FLOPs per step / step time / peak.   Goal: ≥ 30% for the transformer.
 
 On a shared machine the wall time moves with the load: the load average is printed with every line, and
@@ -33,15 +33,15 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import median_times  # noqa: E402 (bench/timing.py)
 
 
 def _fft_flops(real: bool):
@@ -105,14 +105,8 @@ def matmul_peak(n: int, device: torch.device, dtype: torch.dtype, repeats: int =
     c = torch.empty(n, n, device=device, dtype=dtype)
     torch.matmul(a, b, out=c)
     sync()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        torch.matmul(a, b, out=c)
-        sync()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return 2.0 * n ** 3 / statistics.median(walls), 2.0 * n ** 3 / statistics.median(cpus)
+    wall, cpu = median_times(lambda: torch.matmul(a, b, out=c), repeats, sync)
+    return 2.0 * n ** 3 / wall, 2.0 * n ** 3 / max(cpu, 1e-9)
 
 
 def bench_arch(arch: str, args, device: torch.device, tmp: Path) -> dict:
@@ -138,22 +132,15 @@ def bench_arch(arch: str, args, device: torch.device, tmp: Path) -> dict:
     batch = collate_clm(list(windows))
     count = int((batch[1] != -100).sum())
     flops, by_op = count_step_flops(model, batch, device, args.precision)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
 
     def step() -> None:
         train_step(model, [batch], objective="clm", global_count=count, rt=rt, optimizer=opt, scheduler=sched,
                    scaler=scaler, grad_clip=tcfg.grad_clip, precision=args.precision)
-        sync()
 
     step()  # warm-up: lazy init, scan plans, optimizer state
-    walls, cpus = [], []
-    for _ in range(args.steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return {"arch": arch, "params": count_params(model), "flops": flops, "by_op": by_op,
-            "wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus),
+    wall, cpu = median_times(step, args.steps, sync)
+    return {"arch": arch, "params": count_params(model), "flops": flops, "by_op": by_op, "wall_s": wall, "cpu_s": cpu,
             "tokens": args.batch * args.context, "load": os.getloadavg()[0]}
 
 
@@ -168,7 +155,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU; 0: leave as is)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    ap.add_argument("--matmul-n", type=int, default=2048)
+    ap.add_argument("--matmul-n", default="1024,2048", help="square matmul sizes; the fastest is the peak")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -184,14 +171,20 @@ def main() -> int:
           f"{args.batch} × {args.context} tokens, {args.precision}; device {device} ({name}), torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}; load avg {os.getloadavg()[0]:.1f}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="gdna-bench-mfu-"))
-    peak0, cpu0 = matmul_peak(args.matmul_n, device, dtype)
-    print(f"peak: {args.matmul_n}² {args.precision} matmul {peak0 / 1e9:,.1f} GFLOP/s (per CPU second {cpu0 / 1e9:,.1f}) "
-          f"before the steps", flush=True)
+    sizes = [int(n) for n in str(args.matmul_n).split(",")]
+
+    def peaks(when: str) -> list[tuple[float, float]]:
+        out = [matmul_peak(n, device, dtype) for n in sizes]
+        print(f"peak {when}: {args.precision} matmul " + ", ".join(
+            f"{n}² {w / 1e9:,.1f} GFLOP/s ({c / 1e9:,.1f} per CPU s)" for n, (w, c) in zip(sizes, out))
+            + f"; load avg {os.getloadavg()[0]:.1f}", flush=True)
+        return out
+
+    before = peaks("before the steps")
     rows = [bench_arch(a, args, device, tmp) for a in args.archs.split(",")]
-    peak1, cpu1 = matmul_peak(args.matmul_n, device, dtype)
-    peak, peak_cpu = max(peak0, peak1), max(cpu0, cpu1)
-    print(f"peak: {args.matmul_n}² {args.precision} matmul {peak1 / 1e9:,.1f} GFLOP/s (per CPU second {cpu1 / 1e9:,.1f}) "
-          f"after; using {peak / 1e9:,.1f} GFLOP/s (per CPU second {peak_cpu / 1e9:,.1f}); load avg {os.getloadavg()[0]:.1f}")
+    after = peaks("after the steps")
+    peak, peak_cpu = max(w for w, _ in before + after), max(c for _, c in before + after)
+    print(f"peak used: {peak / 1e9:,.1f} GFLOP/s, {peak_cpu / 1e9:,.1f} GFLOP per CPU second (the fastest of the above)")
     print(f"{'arch':<12}{'params':>11}{'GFLOP/step':>12}{'step s':>9}{'cpu s':>8}{'tok/s':>9}"
           f"{'GFLOP/s':>9}{'MFU':>8}{'MFU cpu':>9}  load  counted FLOPs by op")
     for r in rows:
