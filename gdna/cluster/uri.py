@@ -50,3 +50,14 @@ def redact(text: str) -> str:
     if not text:
         return text
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["pw"] is not None else m[0], str(text))
+
+
+def absolute_store(uri: str) -> str:
+    """A relative sqlite store (`sqlite:///runs/mlflow.db`: three slashes, a path relative to the working
+    directory) made absolute, so that `gdna status` / `analyze` / `ui` find it from anywhere; other URIs unchanged."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):].startswith("/") or uri[len(prefix):] in ("", ":memory:"):
+        return uri
+    from pathlib import Path
+
+    return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
