@@ -1,6 +1,8 @@
 """Child processes that end with gdna: a long-running tool (the MLflow UI) runs in its own process group,
 and SIGINT / SIGTERM to gdna stop that whole group (the server and every worker it forked), then gdna
-exits with the child's status. A child that ignores SIGTERM is killed after `grace_s`."""
+exits with the child's status. A child that ignores SIGTERM is killed after `grace_s`.
+Commands that run Ray in-process (`gdna sweep`, `gdna train`) take SIGTERM / SIGHUP as Ctrl-C
+(`stop_signals_as_ctrl_c`), so they stop gracefully and shut down the Ray instance they started."""
 from __future__ import annotations
 
 import contextlib
@@ -41,6 +43,32 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)  # the session leader's pid is the group id
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextlib.contextmanager
+def stop_signals_as_ctrl_c() -> Iterator[None]:
+    """For the block, SIGTERM and SIGHUP do what Ctrl-C does in the main thread: they call the SIGINT
+    handler in effect when they arrive (Ray Tune's during a sweep stage: a graceful stop that saves the
+    experiment; the second one, or outside Tune: KeyboardInterrupt). The command's own `finally` blocks
+    then run, so the Ray instance it started is shut down. A signal ignored when the block starts (nohup)
+    stays ignored."""
+
+    def as_sigint(signum, frame):  # noqa: ARG001 - signal handler signature
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s, h in old.items():
+        if h != signal.SIG_IGN:
+            signal.signal(s, as_sigint)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -14,18 +14,23 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from ray.tune import Callback
 
 from gdna.errors import ConfigError
+from gdna.procs import stop_signals_as_ctrl_c
 from gdna.sweep import live, ray_env, search
 from gdna.sweep.failures import explain, save_traceback
 from gdna.sweep.plan import build_plan, select_pretraining
-from gdna.sweep.spec import SweepSpec, spec_from_dict
-from gdna.sweep.state import SweepState
+from gdna.sweep.spec import (SweepSpec, StorageFullError, free_bytes, no_space, spec_from_dict, stop_free_bytes,
+                             storage_full_message)
+from gdna.sweep.state import SweepState, release_space, reserve_space
 from gdna.sweep.stopped import STOPPED, evaluate_pending, read_marker
 from gdna.sweep.summary import format_table, result_row
 from gdna.sweep.trainable import Resolver, inline_resources, trainable
@@ -49,13 +54,20 @@ class SweepRunner:
 
     def run(self) -> int:
         self.state.prepare(self.resume)
+        reserve_space(self.dir)  # given back when the storage fills up (StorageGuard) and on the way out
+        try:
+            return self.run_stages()
+        finally:
+            release_space(self.dir)
+
+    def run_stages(self) -> int:
         print(self.plan.describe(), file=self.out, flush=True)
         t0 = time.time()
         log = self.dir / live.RAY_LOG
         if self.spec.verbose < 2:
             print(f"Ray's own output (warnings, status tables): {log} (verbose: 2 shows it here)", file=self.out, flush=True)
         caller_out = self.out
-        with live.ray_output(log, self.spec.verbose, self.out) as self.out:  # fd 1/2 → ray.log (verbose < 2)
+        with live.ray_output(log, self.spec.verbose, self.out) as self.out, best_effort_std_streams():  # fd 1/2 → ray.log
             try:
                 ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
                 try:
@@ -175,14 +187,17 @@ class SweepRunner:
                     name=stage, storage_path=str(self.dir / "tune"),
                     failure_config=tune.FailureConfig(max_failures=r.max_failures),
                     callbacks=[MLflowTrackingCallback(self.tracker, stage, resolver, train_storage),
-                               live.LiveView(stage, resolver, total, metric, mode)],
+                               live.LiveView(stage, resolver, total, metric, mode), StorageGuard()],
                     # Tune's tables: into ray.log (live.ray_output), or here with verbose 2
                     progress_reporter=search.reporter(self.plan, stage), verbose=max(1, spec.verbose),
                     # inline trials' checkpoints are Tune's (the same number kept as a TorchTrainer keeps)
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_TO_KEEP),
                 ),
             )
+        StorageGuard.watch(spec.storage_dir(), spec.name, self.dir)
         results = tuner.fit()
+        if StorageGuard.full is not None:  # stopped by the guard: the trials' outcome cannot be recorded now
+            raise StorageFullError(storage_full_message(spec.storage_dir(), spec.name, StorageGuard.full))
         n_err = n_open = 0
         stopped: dict[str, tuple[dict, dict]] = {}  # key → (trial dict, its row)
         for res in results:
@@ -263,6 +278,71 @@ class SweepRunner:
         self.out.flush()
 
 
+class StorageGuard(Callback):
+    """Stops the stage like Ctrl-C (Tune's graceful stop: running trials are paused at their last
+    checkpoint and the experiment state is saved) when the sweep's storage has less free space than
+    `stop_free_bytes()`, checked about once a second in the driver. It first gives back the sweep's space
+    reserve, so that those last writes fit; the stage then raises StorageFullError.
+    Its state is the class's: Tune pickles its callbacks with the experiment and a restored stage runs
+    the unpickled copy, which must watch this driver's storage (`watch`)."""
+
+    storage: Path | None = None
+    name = ""
+    sweep_dir: Path | None = None
+    full: int | None = None  # the free bytes seen when it stopped the stage
+    every_s = 1.0
+    _next = 0.0
+
+    @classmethod
+    def watch(cls, storage: Path, name: str, sweep_dir: Path) -> None:
+        cls.storage, cls.name, cls.sweep_dir, cls.full, cls._next = storage, name, sweep_dir, None, 0.0
+
+    def on_step_begin(self, iteration, trials, **info):  # noqa: ARG002 - Tune's signature
+        cls, now = type(self), time.monotonic()
+        if cls.full is not None or cls.storage is None or now < cls._next:
+            return
+        cls._next = now + cls.every_s
+        free = free_bytes(cls.storage)
+        if free < stop_free_bytes():
+            cls.full = free
+            release_space(cls.sweep_dir)
+            stop = signal.getsignal(signal.SIGUSR1)  # Tune's stop handler (also its SIGINT one) while it runs
+            if callable(stop):
+                stop(signal.SIGUSR1, None)
+            else:  # Tune not in the main thread: no graceful stop to ask for
+                raise StorageFullError(storage_full_message(cls.storage, cls.name, free))
+
+
+class _BestEffort:
+    """A std stream whose writes never raise OSError (it goes to ray.log, which may sit on a full disk)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        try:
+            return self._stream.write(s)
+        except OSError:
+            return len(s)
+
+    def flush(self):
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def best_effort_std_streams():
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _BestEffort(sys.stdout), _BestEffort(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def _not_created(exp: Path, n_results: int, total: int, search_alg_used: bool) -> int:
     """Trials of the stage that an interruption kept from being created at all: an adaptive searcher
     that had not proposed its whole budget yet (its SearchGenerator neither said FINISHED nor reached
@@ -300,6 +380,17 @@ def load_sweep(name: str, storage: str = "runs") -> SweepSpec:
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, out=sys.stdout) -> int:
+    """Run (or continue) the sweep. SIGTERM / SIGHUP stop it as Ctrl-C does (the stage saves its state,
+    the Ray instance it started is shut down); a write that fails for lack of space anywhere in the
+    driver is one StorageFullError line."""
     spec.check_data()  # (specs with require_data: false are checked only now)
     spec.check_storage()
-    return SweepRunner(spec, resume=resume, out=out).run()
+    try:
+        with stop_signals_as_ctrl_c():
+            return SweepRunner(spec, resume=resume, out=out).run()
+    except StorageFullError:
+        raise
+    except Exception as e:
+        if no_space(e):
+            raise StorageFullError(storage_full_message(spec.storage_dir(), spec.name)) from None
+        raise

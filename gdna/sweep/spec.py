@@ -19,8 +19,10 @@ ConfigError with one line naming the key (the CLI prints it and exits 2).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,7 +43,7 @@ from gdna.config import (
     model_keys,
     to_dict,
 )
-from gdna.errors import ConfigError
+from gdna.errors import ConfigError, GdnaError
 from gdna.registry import ARCHITECTURES, STRATEGIES, corpus_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -325,13 +327,18 @@ class SweepSpec:
         if "://" in self.storage:
             return
         d = self.storage_dir()
+        probe = d / f".gdna-write-check-{os.getpid()}"
         try:
             d.mkdir(parents=True, exist_ok=True)
-            probe = d / f".gdna-write-check-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
+            if no_space(e):
+                probe.unlink(missing_ok=True)
+                raise StorageFullError(storage_full_message(d, self.name)) from None
             raise ConfigError(f"storage: {d} is not writable ({e.strerror or e})") from None
+        if free_bytes(d) < min_free_bytes():
+            raise StorageFullError(storage_full_message(d, self.name))
 
     def check_data(self) -> None:
         """Every task's data (its task kind says what) and the files each strategy's corpus needs."""
@@ -457,10 +464,10 @@ def spec_from_dict(raw: Any, spec_path: Path | None = None, check_data: bool | N
     spec = dataclasses.replace(spec, space=space, spec_path=str(spec_path or "")).validate(check_data)
     # locations are fixed here, in the driver's working directory: Tune runs each trial in another one;
     # credentials in the tracking URI go to MLflow's env vars, never into spec.yaml, MLflow or a log line
-    from gdna.cluster.uri import apply_credentials
+    from gdna.cluster.uri import absolute_store, apply_credentials
 
     return dataclasses.replace(spec, storage=_absolute(spec.storage), data_root=str(spec.root()),
-                               tracking_uri=apply_credentials(spec.tracking_uri))
+                               tracking_uri=absolute_store(apply_credentials(spec.tracking_uri)))
 
 
 def _absolute(path: str) -> str:
@@ -520,3 +527,55 @@ def _num(where: str, v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: expected a number, got {v!r}") from None
+
+
+# storage space -------------------------------------------------------------------------------
+MIN_FREE_ENV = "GDNA_STORAGE_MIN_FREE_MB"
+DEFAULT_MIN_FREE_MB = 64  # a few checkpoints of the paper's models, the MLflow store and the Tune state
+
+
+class StorageFullError(GdnaError):
+    """The sweep's storage has (almost) no space left: one line naming it; `gdna resume` continues."""
+
+
+def min_free_bytes() -> int:
+    """Free space a sweep needs on its storage to start, and below which a running sweep stops."""
+    try:
+        mb = float(os.environ.get(MIN_FREE_ENV) or DEFAULT_MIN_FREE_MB)
+    except ValueError:
+        raise ConfigError(f"{MIN_FREE_ENV}: not a number: {os.environ[MIN_FREE_ENV]!r}") from None
+    return int(mb * 2**20)
+
+
+def free_bytes(d: Path) -> int:
+    try:
+        return shutil.disk_usage(d).free
+    except OSError:
+        return 2**62  # (unknown: not the guard's business)
+
+
+def no_space(e: BaseException | None) -> bool:
+    """`e` (or an exception it wraps) is a write that failed for lack of space (ENOSPC, a quota, sqlite's
+    'database or disk is full', pyarrow's 'errno 28')."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "database or disk is full" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def stop_free_bytes() -> int:
+    """Free space below which a running sweep stops (it started with `min_free_bytes()`)."""
+    return min_free_bytes() // 4
+
+
+def storage_full_message(d: Path, name: str, free: int | None = None) -> str:
+    free = free_bytes(d) if free is None else free
+    return (f"storage: {d}: no space left on device ({free / 2**20:.1f} MB free, a sweep needs "
+            f"{min_free_bytes() / 2**20:.0f} MB; {MIN_FREE_ENV} sets it): free some space, then "
+            f"`gdna resume {name} --storage {d}`")

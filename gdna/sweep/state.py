@@ -4,9 +4,13 @@
 - `stages.json` says which stages are done (and which pretraining each group selected); written
   atomically (temporary file + rename), so an interruption never leaves it half written.
 - `driver.pid` holds the live driver's pid: a second driver of the same sweep is refused.
+- `.space_reserve` is space held while the driver runs and given back when the storage fills up, so the
+  last writes of a stopping sweep (Tune's experiment state, MLflow, stages.json) still fit.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -21,6 +25,8 @@ from gdna.sweep.spec import SweepSpec
 STATE_FILE = "stages.json"
 SPEC_FILE = "spec.yaml"
 PID_FILE = "driver.pid"
+RESERVE_FILE = ".space_reserve"
+RESERVE_BYTES = 16 * 2**20
 # where the sweep lives / how it is displayed: may differ between the launch and a resume
 RUNTIME_KEYS = ("storage", "data_root", "tracking_uri", "ray_address", "verbose", "description")
 
@@ -73,9 +79,42 @@ class SweepState:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a temporary file, flushed to disk, renamed over it. A write that
+    fails (a full disk, a signal) leaves the old file and no temporary one."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def reserve_space(sweep_dir: Path, size: int = RESERVE_BYTES) -> None:
+    """Hold `size` bytes of the storage in `<sweep dir>/.space_reserve` (really allocated). A file system
+    that cannot preallocate gets no reserve; one without the space raises OSError(ENOSPC)."""
+    path = sweep_dir / RESERVE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        os.close(fd)
+        fd = -1
+        path.unlink(missing_ok=True)
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def release_space(sweep_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (sweep_dir / RESERVE_FILE).unlink()
 
 
 def alive_driver(sweep_dir: Path) -> int | None:

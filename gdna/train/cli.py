@@ -65,11 +65,20 @@ def main(args: argparse.Namespace) -> int:
     os.environ.setdefault(HEALTH_CHECK_ENV, DEFAULT_HEALTH_CHECK_S)
     import ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
-    print(f"gdna train: run {name} in {Path(args.storage).resolve()} "
-          f"({resources.workers_per_trial} worker(s), objective {trial.train.objective})", flush=True)
-    final = run_trial(trial, resources, name, args.storage, verbose=True, log_level="WARNING")
+    from gdna.procs import stop_signals_as_ctrl_c
+
+    # SIGTERM / SIGHUP stop it as Ctrl-C does; the Ray instance started here is shut down on the way out
+    with stop_signals_as_ctrl_c():
+        started = not ray.is_initialized()
+        if started:
+            ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        try:
+            print(f"gdna train: run {name} in {Path(args.storage).resolve()} "
+                  f"({resources.workers_per_trial} worker(s), objective {trial.train.objective})", flush=True)
+            final = run_trial(trial, resources, name, args.storage, verbose=True, log_level="WARNING")
+        finally:
+            if started:
+                ray.shutdown()
     print("final metrics:")
     print(json.dumps({k: _clean(v) for k, v in final.items()}, indent=2, sort_keys=True))
     return 0 if final.get("status") == "finished" else 1
