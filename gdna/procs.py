@@ -45,6 +45,26 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _as_sigint(signum, frame):  # noqa: ARG001 - signal handler signature
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    elif handler != signal.SIG_IGN:
+        raise KeyboardInterrupt
+
+
+def take_stop_signals() -> None:
+    """(Re)install the SIGTERM / SIGHUP handler of `stop_signals_as_ctrl_c`, except on a signal that is
+    ignored. Call it again after `ray.init`: Ray's core worker installs its own SIGTERM handler in the
+    driver (it logs a stack trace and aborts the process, leaving the stage's state unsaved)."""
+    for s in STOP_SIGNALS:
+        if signal.getsignal(s) != signal.SIG_IGN:
+            signal.signal(s, _as_sigint)
+
+
 @contextlib.contextmanager
 def stop_signals_as_ctrl_c() -> Iterator[None]:
     """For the block, SIGTERM and SIGHUP do what Ctrl-C does in the main thread: they call the SIGINT
@@ -52,18 +72,8 @@ def stop_signals_as_ctrl_c() -> Iterator[None]:
     experiment; the second one, or outside Tune: KeyboardInterrupt). The command's own `finally` blocks
     then run, so the Ray instance it started is shut down. A signal ignored when the block starts (nohup)
     stays ignored."""
-
-    def as_sigint(signum, frame):  # noqa: ARG001 - signal handler signature
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        elif handler != signal.SIG_IGN:
-            raise KeyboardInterrupt
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
-    for s, h in old.items():
-        if h != signal.SIG_IGN:
-            signal.signal(s, as_sigint)
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    take_stop_signals()
     try:
         yield
     finally:

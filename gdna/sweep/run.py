@@ -24,7 +24,7 @@ import yaml
 from ray.tune import Callback
 
 from gdna.errors import ConfigError
-from gdna.procs import stop_signals_as_ctrl_c
+from gdna.procs import stop_signals_as_ctrl_c, take_stop_signals
 from gdna.sweep import live, ray_env, search
 from gdna.sweep.failures import explain, save_traceback
 from gdna.sweep.plan import build_plan, select_pretraining
@@ -70,6 +70,7 @@ class SweepRunner:
         with live.ray_output(log, self.spec.verbose, self.out) as self.out, best_effort_std_streams():  # fd 1/2 → ray.log
             try:
                 ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
+                take_stop_signals()  # (ray.init replaced our SIGTERM handler with one that aborts)
                 try:
                     ok = True
                     if self.plan.pretrain:

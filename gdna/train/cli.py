@@ -65,13 +65,14 @@ def main(args: argparse.Namespace) -> int:
     os.environ.setdefault(HEALTH_CHECK_ENV, DEFAULT_HEALTH_CHECK_S)
     import ray
 
-    from gdna.procs import stop_signals_as_ctrl_c
+    from gdna.procs import stop_signals_as_ctrl_c, take_stop_signals
 
     # SIGTERM / SIGHUP stop it as Ctrl-C does; the Ray instance started here is shut down on the way out
     with stop_signals_as_ctrl_c():
         started = not ray.is_initialized()
         if started:
             ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+            take_stop_signals()  # (ray.init replaced our SIGTERM handler with one that aborts)
         try:
             print(f"gdna train: run {name} in {Path(args.storage).resolve()} "
                   f"({resources.workers_per_trial} worker(s), objective {trial.train.objective})", flush=True)
