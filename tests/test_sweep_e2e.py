@@ -271,6 +271,7 @@ def test_kill_and_resume(sweep1, data_root):
         _stop_group(proc, signal.SIGKILL)  # driver + its Ray instance, nothing else
     finished = {p.parent.name for p in train_dir.glob("*/gdna_result.json")}
     in_flight = _in_flight(train_dir)
+    saved_at_kill = {key: _checkpointed_epoch(train_dir, key) for key in in_flight}
     started_before = {p.name: count_training_starts(str(train_dir), p.name) for p in train_dir.iterdir() if p.is_dir()}
 
     st = subprocess.run([*_cli(), "status", "e2e_resume", "--storage", str(storage)], capture_output=True, text=True, cwd=REPO)
@@ -305,7 +306,30 @@ def test_kill_and_resume(sweep1, data_root):
             assert len(steps) == len(set(steps)), (r.info.run_name, k, steps)
         assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_acc")) == [1, 2]
     assert finished and all(started_before.get(k) == 1 for k in finished)
+    lost = {}
     for key in in_flight:  # interrupted mid-training: continued from its last checkpoint, not from scratch
         resumed = [e.get("resumed_from") for e in read_events(str(train_dir), key) if e.get("event") == "start"]
         assert len(resumed) == 2 and resumed[1] is not None and resumed[1] >= 1, resumed
-    print(f"interrupted with {len(finished)} finished and {len(in_flight)} mid-training trial(s)")
+        # the epochs trained again: those after the resume point that had begun before the kill. Every
+        # epoch completed before the kill had a checkpoint (counted above from the checkpoints and events),
+        # so resuming from the newest one loses at most the epoch that was in progress
+        assert resumed[1] >= saved_at_kill[key], (key, resumed, saved_at_kill[key])
+        lost[key] = saved_at_kill[key] + 1 - resumed[1]
+    assert all(n <= 1 for n in lost.values()), lost
+    print(f"interrupted with {len(finished)} finished and {len(in_flight)} mid-training trial(s); "
+          f"epochs trained again per in-flight trial: {sorted(lost.values())}")
+
+
+def _checkpointed_epoch(train_dir: Path, key: str) -> int:
+    """The newest epoch a trial had checkpointed: its Train checkpoints' states (train runner) and its
+    checkpoint events (inline runner: Tune's checkpoints)."""
+    from gdna.train.checkpoint import load_state
+    from gdna.train.trainer import read_events
+
+    epochs = [int(e.get("epoch", 0)) for e in read_events(str(train_dir), key) if e.get("event") == "checkpoint"]
+    for ck in (train_dir / key).glob("checkpoint_*"):
+        try:
+            epochs.append(int(load_state(ck).get("epoch", 0)))
+        except Exception:  # noqa: BLE001 - one being written at the kill is not a checkpoint
+            pass
+    return max(epochs, default=0)
