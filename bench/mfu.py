@@ -194,9 +194,16 @@ def main() -> int:
         r["mfu_cpu"] = r["flops"] / max(r["cpu_s"], 1e-9) / peak_cpu if device.type == "cpu" else r["mfu"]
         ops = ", ".join(f"{k} {100 * v / max(1, r['flops']):.0f}%" for k, v in sorted(r["by_op"].items(), key=lambda kv: -kv[1]))
         goal = "  (goal >= 30%)" if r["arch"] == "transformer" else ""
+        attention = sum(v for k, v in r["by_op"].items() if "attention" in k)
+        if attention:  # causal kernels skip the masked half of L×L: the same MFU with attention halved
+            r["mfu_causal"] = (r["flops"] - attention / 2) / r["wall_s"] / peak
         print(f"{r['arch']:<12}{r['params']:>11,}{r['flops'] / 1e9:>12.2f}{r['wall_s']:>9.3f}{r['cpu_s']:>8.3f}"
               f"{r['tokens'] / r['wall_s']:>9,.0f}{r['flops_per_s'] / 1e9:>9.1f}{100 * r['mfu']:>7.1f}%"
               f"{100 * r['mfu_cpu']:>8.1f}%  {r['load']:>4.1f}  {ops}{goal}")
+    for r in rows:
+        if "mfu_causal" in r:
+            print(f"{r['arch']}: attention counted as full L×L (torch's formula); with the causal half only: MFU "
+                  f"{100 * r['mfu_causal']:.1f}%")
     print("not counted: elementwise ops, norms, the selective scan's recurrence (mamba), the optimizer; FFTs are an "
           "n·log2 n estimate (hyena). MFU cpu: (FLOPs / process CPU s) / (matmul FLOPs / process CPU s).")
     if args.json:
