@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/sweep_efficiency.py
 	$(PY) bench/mfu.py
 	$(PY) bench/data_pipeline.py
-	$(PY) bench/kernels.py --repeats 3 --threads 1
+	$(PY) bench/kernels.py --repeats 3 --batches 1,16
 	$(PY) bench/long_context.py --lengths 1024,4096 --quadratic-max 4096 --repeats 1 --threads 1
 	@echo "bench: done $$(date -u '+%H:%M UTC'),$$(uptime | sed 's/.*,  *load/ load/')"
 
