@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -152,6 +153,7 @@ def main() -> int:
     print(f"pretraining incl. epoch windows: {100 * pre['share']:.2f}% in the steps + {100 * epoch_share:.3f}% sampling "
           f"the epoch's windows = {100 * out['pretrain_share_incl_epoch_windows']:.2f}% (goal < 5%)")
     print(f"load avg {os.getloadavg()[0]:.1f}")
+    shutil.rmtree(tmp, ignore_errors=True)  # the runs' checkpoints and events
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -206,6 +207,7 @@ def main() -> int:
                   f"{100 * r['mfu_causal']:.1f}%")
     print("not counted: elementwise ops, norms, the selective scan's recurrence (mamba), the optimizer; FFTs are an "
           "n·log2 n estimate (hyena). MFU cpu: (FLOPs / process CPU s) / (matmul FLOPs / process CPU s).")
+    shutil.rmtree(tmp, ignore_errors=True)  # the runs' checkpoints and events
     if args.json:
         Path(args.json).write_text(json.dumps({"peak_flops": peak, "peak_flops_per_cpu_s": peak_cpu, "rows": rows, **vars(args)}, indent=2))
     return 0
