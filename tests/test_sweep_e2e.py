@@ -14,12 +14,8 @@ group, so killing that group stops everything it started and nothing else.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,16 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps_support import (REPO, RESOURCES, gdna_cmd, in_flight, kill_tree, launch, ray_tmp, run_to_end,
+                            sweep_env, tail)
+
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-RESOURCES = {
-    "train": {"workers_per_trial": 2, "cpus_per_worker": 0.25, "cpus_per_trial": 0.1, "max_failures": 1},
-    "inline": {"runner": "inline", "workers_per_trial": 1, "cpus_per_worker": 1.0, "max_failures": 1},
-}
-
 
 def _spec(name: str, lrs: list[float], runner: str = "train") -> dict:
     return {
@@ -66,55 +56,6 @@ def _write_spec(d: Path, name: str, lrs: list[float], runner: str = "train") -> 
     return p
 
 
-def _env(data_root: Path, ray_tmp: str) -> dict:
-    env = dict(os.environ)
-    env.update(GDNA_DATA_ROOT=str(data_root), GDNA_RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _cli() -> list[str]:
-    try:  # the full `gdna` CLI once every area registers; the sweep commands alone otherwise
-        import gdna.cli
-
-        gdna.cli.build_parser()
-        return [sys.executable, "-m", "gdna.cli"]
-    except Exception:  # noqa: BLE001
-        return [sys.executable, "-m", "gdna.sweep.cli"]
-
-
-def _stop_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
-    """Kill the subprocess's process group (driver + the Ray instance it started) and wait it out."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    for _ in range(60):
-        if not _group_pids(proc.pid):
-            return
-        time.sleep(0.5)
-    for pid in _group_pids(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _group_pids(pgid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout
-    return [int(p) for p, g in (line.split() for line in out.splitlines() if line.strip()) if int(g) == pgid]
-
-
-def _run(cmd: list[str], env: dict, log: Path, timeout: float) -> int:
-    with open(log, "ab") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-        try:
-            return proc.wait(timeout=timeout)
-        finally:
-            _stop_group(proc, signal.SIGTERM if proc.poll() is None else signal.SIGKILL)
-
-
 def _runs(storage: Path, name: str):
     from mlflow.tracking import MlflowClient
 
@@ -124,22 +65,18 @@ def _runs(storage: Path, name: str):
     return c, exp, runs
 
 
-def _tail(log: Path, n: int = 60) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
-
-
 # the inline runner's copy of these sweeps runs in `make reliability` (make test keeps under 15 minutes)
 @pytest.fixture(scope="module", params=["train", pytest.param("inline", marks=pytest.mark.reliability)])
 def sweep1(request, tmp_path_factory, data_root):
     runner = request.param
     d = tmp_path_factory.mktemp(f"e2e_{runner}")
     storage = d / "runs"
-    ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray_dir = ray_tmp()
     spec = _write_spec(d, "e2e", [1e-3, 3e-3], runner)
     log = d / "sweep1.log"
     t0 = time.time()
-    rc = _run([*_cli(), "sweep", str(spec), "--storage", str(storage)], _env(data_root, ray_tmp), log, timeout=900)
-    return {"dir": d, "storage": storage, "spec": spec, "rc": rc, "log": log, "ray_tmp": ray_tmp,
+    rc = run_to_end([*gdna_cmd(), "sweep", str(spec), "--storage", str(storage)], sweep_env(data_root, ray_dir), log, timeout=900)
+    return {"dir": d, "storage": storage, "spec": spec, "rc": rc, "log": log, "ray_tmp": ray_dir,
             "seconds": time.time() - t0, "runner": runner}
 
 
@@ -147,7 +84,7 @@ def test_sweep_end_to_end(sweep1):
     from gdna.train.trainer import count_training_starts
 
     storage, log = sweep1["storage"], sweep1["log"]
-    assert sweep1["rc"] == 0, _tail(log)
+    assert sweep1["rc"] == 0, tail(log)
     print(f"sweep1 ({sweep1['runner']}) took {sweep1['seconds']:.0f} s")
     c, exp, runs = _runs(storage, "e2e")
     assert exp.tags["gdna.sweep"] == "e2e"
@@ -211,32 +148,17 @@ def test_sweep_end_to_end(sweep1):
 
 
 def test_relaunch_refuses_and_status(sweep1, data_root):
-    r = subprocess.run([*_cli(), "sweep", str(sweep1["spec"]), "--storage", str(sweep1["storage"])],
-                       capture_output=True, text=True, cwd=REPO, env=_env(data_root, sweep1["ray_tmp"]))
+    r = subprocess.run([*gdna_cmd(), "sweep", str(sweep1["spec"]), "--storage", str(sweep1["storage"])],
+                       capture_output=True, text=True, cwd=REPO, env=sweep_env(data_root, sweep1["ray_tmp"]))
     assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    s = subprocess.run([*_cli(), "status", "e2e", "--storage", str(sweep1["storage"]), "--json"],
+    s = subprocess.run([*gdna_cmd(), "status", "e2e", "--storage", str(sweep1["storage"]), "--json"],
                        capture_output=True, text=True, cwd=REPO)
     st = json.loads(s.stdout)["stages"]
     assert st["pretrain"]["done"] == 2 and st["finetune"]["done"] == 8 and st["finetune"]["errored"] == 0
-    u = subprocess.run([*_cli(), "ui", "e2e", "--storage", str(sweep1["storage"]), "--print-only", "--port", "5123"],
+    u = subprocess.run([*gdna_cmd(), "ui", "e2e", "--storage", str(sweep1["storage"]), "--print-only", "--port", "5123"],
                        capture_output=True, text=True, cwd=REPO)
     assert "http://127.0.0.1:5123" in u.stdout and "--backend-store-uri sqlite:///" in u.stdout
-
-
-def _in_flight(train_dir: Path) -> set[str]:
-    """Trials that have a checkpoint (train: in their Train run dir; inline: a Tune checkpoint, logged as a
-    `checkpoint` event) but no final result yet."""
-    if not train_dir.is_dir():
-        return set()
-    out = set()
-    for d in train_dir.iterdir():
-        if d.is_dir() and not (d / "gdna_result.json").exists():
-            events = (d / "events.jsonl").read_text() if (d / "events.jsonl").exists() else ""
-            checkpointed = any(d.glob("checkpoint_*")) or '"event": "checkpoint"' in events
-            if checkpointed and '"end"' not in events:  # (training over, result not yet recorded: not mid-training)
-                out.add(d.name)
-    return out
 
 
 def test_kill_and_resume(sweep1, data_root):
@@ -244,15 +166,12 @@ def test_kill_and_resume(sweep1, data_root):
 
     assert sweep1["rc"] == 0
     d, storage = sweep1["dir"], sweep1["storage"]
-    ray_tmp = tempfile.mkdtemp(prefix="gr", dir="/tmp")
     spec = _write_spec(d, "e2e_resume", [2e-3], sweep1["runner"])
-    env = _env(data_root, ray_tmp)
+    env = sweep_env(data_root, ray_tmp())
     log = d / "resume.log"
     sweep_dir = storage / "sweeps" / "e2e_resume"
     train_dir = sweep_dir / "train"
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([*_cli(), "sweep", str(spec), "--storage", str(storage)], env=env, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    proc = launch([*gdna_cmd(), "sweep", str(spec), "--storage", str(storage)], env, log)
     try:
         finished: set[str] = set()
         deadline = time.time() + 600
@@ -261,24 +180,24 @@ def test_kill_and_resume(sweep1, data_root):
             if finished:
                 break
             time.sleep(0.5)
-        assert finished, "no trial finished before the deadline\n" + _tail(log)
+        assert finished, "no trial finished before the deadline\n" + tail(log)
         # prefer to interrupt while another trial is mid-training (it has a checkpoint, no result yet)
         t_end = time.time() + 20
-        while time.time() < t_end and proc.poll() is None and not _in_flight(train_dir):
+        while time.time() < t_end and proc.poll() is None and not in_flight(train_dir):
             time.sleep(0.2)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + _tail(log)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + tail(log)
     finally:
-        _stop_group(proc, signal.SIGKILL)  # driver + its Ray instance, nothing else
+        kill_tree(proc)  # SIGKILL: driver + its Ray instance, nothing else
     finished = {p.parent.name for p in train_dir.glob("*/gdna_result.json")}
-    in_flight = _in_flight(train_dir)
-    saved_at_kill = {key: _checkpointed_epoch(train_dir, key) for key in in_flight}
+    mid_training = in_flight(train_dir)
+    saved_at_kill = {key: _checkpointed_epoch(train_dir, key) for key in mid_training}
     started_before = {p.name: count_training_starts(str(train_dir), p.name) for p in train_dir.iterdir() if p.is_dir()}
 
-    st = subprocess.run([*_cli(), "status", "e2e_resume", "--storage", str(storage)], capture_output=True, text=True, cwd=REPO)
+    st = subprocess.run([*gdna_cmd(), "status", "e2e_resume", "--storage", str(storage)], capture_output=True, text=True, cwd=REPO)
     assert st.returncode == 0 and "not running" in st.stdout, st.stdout + st.stderr
 
-    rc = _run([*_cli(), "resume", "e2e_resume", "--storage", str(storage)], env, log, timeout=900)
-    assert rc == 0, _tail(log)
+    rc = run_to_end([*gdna_cmd(), "resume", "e2e_resume", "--storage", str(storage)], env, log, timeout=900)
+    assert rc == 0, tail(log)
 
     c, exp, runs = _runs(storage, "e2e_resume")
     children = [r for r in runs if r.data.tags.get("gdna.role") == "trial"]
@@ -307,7 +226,7 @@ def test_kill_and_resume(sweep1, data_root):
         assert sorted(m.step for m in c.get_metric_history(r.info.run_id, "val_acc")) == [1, 2]
     assert finished and all(started_before.get(k) == 1 for k in finished)
     lost = {}
-    for key in in_flight:  # interrupted mid-training: continued from its last checkpoint, not from scratch
+    for key in mid_training:  # interrupted mid-training: continued from its last checkpoint, not from scratch
         resumed = [e.get("resumed_from") for e in read_events(str(train_dir), key) if e.get("event") == "start"]
         assert len(resumed) == 2 and resumed[1] is not None and resumed[1] >= 1, resumed
         # the epochs trained again: those after the resume point that had begun before the kill. Every
@@ -316,7 +235,7 @@ def test_kill_and_resume(sweep1, data_root):
         assert resumed[1] >= saved_at_kill[key], (key, resumed, saved_at_kill[key])
         lost[key] = saved_at_kill[key] + 1 - resumed[1]
     assert all(n <= 1 for n in lost.values()), lost
-    print(f"interrupted with {len(finished)} finished and {len(in_flight)} mid-training trial(s); "
+    print(f"interrupted with {len(finished)} finished and {len(mid_training)} mid-training trial(s); "
           f"epochs trained again per in-flight trial: {sorted(lost.values())}")
 
 
