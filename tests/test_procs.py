@@ -15,40 +15,12 @@ import yaml
 
 from gdna.sweep.spec import load_spec
 from gdna.sweep.state import SweepState
+from servers import free_port
+from sweeps_support import alive as is_alive
+from sweeps_support import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live descendant of `pid`, from the ppid field of /proc/<pid>/stat."""
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-                parent[int(d.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-            except (OSError, ValueError):
-                continue
-    out, frontier = set(), {pid}
-    while frontier:
-        frontier = {c for c, p in parent.items() if p in frontier} - out
-        out |= frontier
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.reliability)])
@@ -56,7 +28,7 @@ def test_signal_to_gdna_ui_stops_the_server_and_its_workers(sig, tmp_path, data_
     spec = load_spec(REPO / "sweeps" / "quickstart.yaml", data_root=str(data_root), storage=str(tmp_path))
     SweepState(spec).dir.mkdir(parents=True)
     (SweepState(spec).dir / "spec.yaml").write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gdna.cli", "ui", "quickstart", "--storage", str(tmp_path),
                              "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: set[int] = set()
@@ -70,20 +42,20 @@ def test_signal_to_gdna_ui_stops_the_server_and_its_workers(sig, tmp_path, data_
             time.sleep(0.5)
         else:
             pytest.fail("the MLflow UI did not come up in 240 s")
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         assert children, "gdna ui started no server process"
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 128 + sig
         deadline = time.monotonic() + 30
-        while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        while any(is_alive(p) for p in children) and time.monotonic() < deadline:
             time.sleep(0.2)
-        alive = sorted(p for p in children if _alive(p))
+        alive = sorted(p for p in children if is_alive(p))
         assert not alive, f"left running after {sig.name}: {alive}"
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
     finally:  # stop what this test started (gdna ui and the server's own process group), also on failure
         ours = os.getpgid(0)
-        for pid in [*children, *_descendants(proc.pid)]:
+        for pid in [*children, *descendants(proc.pid)]:
             try:
                 group = os.getpgid(pid)
                 if group != ours:
