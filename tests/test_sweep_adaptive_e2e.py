@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_sweep_e2e import REPO, _cli, _env, _run, _runs, _stop_group, _tail
+from sweeps_support import REPO, gdna_cmd, kill_tree, launch, mlflow_runs, ray_tmp, run_to_end, sweep_env, tail
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]  # ~5 min quiet: make reliability
 
@@ -61,12 +60,10 @@ def test_adaptive_asha_sweep_sigint_resume(tmp_path, data_root):
     name = "adapt"
     storage = tmp_path / "runs"
     sweep_dir = storage / "sweeps" / name
-    env = _env(data_root, tempfile.mkdtemp(prefix="ga", dir="/tmp"))
+    env = sweep_env(data_root, ray_tmp())
     log = tmp_path / "sweep.log"
     spec = _spec(tmp_path, name)
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([*_cli(), "sweep", str(spec), "--storage", str(storage)], env=env, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    proc = launch(gdna_cmd("sweep", str(spec), "--storage", str(storage)), env, log)
     try:
         deadline = time.time() + 900
         while time.time() < deadline and proc.poll() is None:
@@ -74,27 +71,27 @@ def test_adaptive_asha_sweep_sigint_resume(tmp_path, data_root):
             if len(done) >= 3:
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + _tail(log)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted\n" + tail(log)
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C to the driver
         rc = proc.wait(timeout=300)
     finally:
-        _stop_group(proc, signal.SIGKILL)  # its own Ray instance, nothing else
+        kill_tree(proc)  # its own Ray instance, nothing else
     text = log.read_text(errors="replace")
-    assert rc != 0, _tail(log)
-    assert f"sweep {name}: FAILED" in text and "unfinished" in text, _tail(log)
+    assert rc != 0, tail(log)
+    assert f"sweep {name}: FAILED" in text and "unfinished" in text, tail(log)
     state = json.loads((sweep_dir / "stages.json").read_text()) if (sweep_dir / "stages.json").exists() else {}
     assert state.get("finetune", {}).get("status") != "done"
-    st = subprocess.run([*_cli(), "status", name, "--storage", str(storage), "--json"], capture_output=True, text=True,
+    st = subprocess.run([*gdna_cmd(), "status", name, "--storage", str(storage), "--json"], capture_output=True, text=True,
                         cwd=REPO, env=env)
     status = json.loads(st.stdout)
     assert status["stages"]["finetune"]["state"] != "done" and not status["driver_running"]
     before = {c: [t.params["train.lr"] for t in optuna.load_study(study_name=c, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials]
               for c in ("transformer|scratch|human_enhancers_cohn", "cnn|scratch|human_enhancers_cohn")}
 
-    rc = _run([*_cli(), "resume", name, "--storage", str(storage)], env, log, timeout=1500)
-    assert rc == 0, _tail(log)
+    rc = run_to_end([*gdna_cmd(), "resume", name, "--storage", str(storage)], env, log, timeout=1500)
+    assert rc == 0, tail(log)
     text = log.read_text(errors="replace")
-    c, exp, runs = _runs(storage, name)
+    c, runs = mlflow_runs(storage, name)
     trials = [r for r in runs if r.data.tags.get("gdna.role") == "trial"]
     assert len(trials) == 12, [r.info.run_name for r in trials]
     assert max(Counter(r.data.tags["gdna.trial_key"] for r in trials).values()) == 1
@@ -114,8 +111,8 @@ def test_adaptive_asha_sweep_sigint_resume(tmp_path, data_root):
         assert len(after) == 3 and after[:len(lrs)] == lrs, (cell, lrs, after)
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # summary, status, analysis
-    assert " stopped " in text and "stage finetune: 12 trials, 0 errored" in text, _tail(log)
-    st = json.loads(subprocess.run([*_cli(), "status", name, "--storage", str(storage), "--json"], capture_output=True,
+    assert " stopped " in text and "stage finetune: 12 trials, 0 errored" in text, tail(log)
+    st = json.loads(subprocess.run([*gdna_cmd(), "status", name, "--storage", str(storage), "--json"], capture_output=True,
                                    text=True, cwd=REPO, env=env).stdout)["stages"]["finetune"]
     assert st["state"] == "done" and st["stopped"] == statuses["stopped"] and st["done"] == 12
     df = load_runs(f"sqlite:///{sweep_dir / 'mlflow.db'}", name)
