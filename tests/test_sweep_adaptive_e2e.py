@@ -78,7 +78,7 @@ def test_adaptive_asha_sweep_sigint_resume(tmp_path, data_root):
         kill_tree(proc)  # its own Ray instance, nothing else
     text = log.read_text(errors="replace")
     assert rc != 0, tail(log)
-    assert f"sweep {name}: FAILED" in text and "unfinished" in text, tail(log)
+    assert f"sweep {name}: INTERRUPTED after" in text and "unfinished" in text, tail(log)
     state = json.loads((sweep_dir / "stages.json").read_text()) if (sweep_dir / "stages.json").exists() else {}
     assert state.get("finetune", {}).get("status") != "done"
     st = subprocess.run([*gdna_cmd(), "status", name, "--storage", str(storage), "--json"], capture_output=True, text=True,

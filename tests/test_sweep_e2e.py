@@ -134,7 +134,7 @@ def test_sweep_end_to_end(sweep1):
         b: 2 for b in backbones.values()}
     # summary table and state
     text = log.read_text(errors="replace")
-    assert "stage finetune: 8 trials, 0 errored" in text
+    assert "stage finetune: 8 of 8 trials done, 0 errored" in text
     # not a terminal: no redraws, one plain line per finished trial by its readable name, no Ray output
     assert "\x1b[" not in text
     for stage, n, names in (("pretrain", 2, {r.info.run_name for r in pre}), ("finetune", 8, {r.info.run_name for r in fin})):

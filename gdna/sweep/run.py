@@ -51,6 +51,7 @@ class SweepRunner:
                                     description=spec.description)
         self.errors: list[str] = []
         self.rows: list[dict] = []
+        self.unfinished = 0  # trials an interruption left to run (all stages)
 
     def run(self) -> int:
         self.state.prepare(self.resume)
@@ -84,7 +85,15 @@ class SweepRunner:
             finally:
                 self.out = caller_out
         self.print_summary()
-        print(f"sweep {self.spec.name}: {'done' if ok and not self.errors else 'FAILED'} in {time.time() - t0:.0f} s; "
+        took = f"{time.time() - t0:.0f} s"
+        if ok and not self.errors:
+            outcome = f"done in {took}"
+        elif self.errors:
+            outcome = f"FAILED in {took}"
+        else:  # Ctrl-C, SIGTERM: nothing failed, the rest is still to run
+            outcome = (f"INTERRUPTED after {took}, {self.unfinished} trial(s) unfinished (continue with "
+                       f"`gdna resume {self.spec.name}`)")
+        print(f"sweep {self.spec.name}: {outcome}; "
               f"MLflow: {self.spec.tracking()} (gdna ui {self.spec.name} --storage {self.spec.storage_dir()})",
               file=self.out, flush=True)
         return 0 if ok and not self.errors else 1
@@ -109,7 +118,7 @@ class SweepRunner:
             space = search.pretrain_space([j.key for j in to_run])
             ok = self.fit_stage("pretrain", resolver, space, exp, restorable, metric="val_loss", mode="min")
             if not ok:
-                self._end_stage("pretrain", "FAILED")
+                self._end_stage("pretrain", self._stage_outcome())
                 return False
         else:
             print(f"stage pretrain: all {len(self.plan.pretrain)} pretraining runs already done (reused)", file=self.out, flush=True)
@@ -146,7 +155,7 @@ class SweepRunner:
                             metric="val_acc", mode="max")
         if ok:
             self.state.save(finetune={"status": "done"})
-        self._end_stage("finetune", "FINISHED" if ok else "FAILED")
+        self._end_stage("finetune", "FINISHED" if ok else self._stage_outcome())
         return ok
 
     def fit_stage(self, stage: str, resolver: Resolver, space: dict, exp: Path, restorable: bool, metric: str, mode: str) -> bool:
@@ -228,9 +237,12 @@ class SweepRunner:
         n_open += _not_created(exp, len(results), total, search_alg_used=stage == "finetune" and spec.space.searcher == "optuna")
         if stopped and not n_open:
             n_err += self.evaluate_stopped(stage, stopped, train_storage)
+        self.unfinished += n_open
         unfinished = f", {n_open} unfinished (continue with `gdna resume {spec.name}`)" if n_open else ""
         n_stopped = f", {len(stopped)} stopped early by the scheduler" if stopped else ""
-        print(f"stage {stage}: {len(results)} trials, {n_err} errored{n_stopped}{unfinished}", file=self.out, flush=True)
+        n_done = sum(row["status"] in ("finished", "diverged", STOPPED) for row in self.rows if row["stage"] == stage)
+        print(f"stage {stage}: {n_done} of {total} trials done, {n_err} errored{n_stopped}{unfinished}",
+              file=self.out, flush=True)
         return n_err == 0 and n_open == 0
 
     def evaluate_stopped(self, stage: str, stopped: dict[str, tuple[dict, dict]], train_storage: str) -> int:
@@ -257,6 +269,10 @@ class SweepRunner:
                 self.tracker.log_metrics(rid, numeric_metrics(final), int(step) if isinstance(step, (int, float)) else 0)
                 self.tracker.set_status(rid, STOPPED)
         return n_fail
+
+    def _stage_outcome(self) -> str:
+        """MLflow's status of a stage that did not finish: FAILED (a trial errored) or KILLED (interrupted)."""
+        return "FAILED" if self.errors else "KILLED"
 
     def _end_stage(self, stage: str, status: str = "FINISHED") -> None:
         """Close the stage's parent run; a tracking store that does not answer only costs a warning."""

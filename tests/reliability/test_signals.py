@@ -76,7 +76,7 @@ def test_signal_to_gdna_sweep_stops_everything_and_resume_finishes(how, tmp_path
     assert rc != 0, tail(log)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, tail(log, 120)
-    assert "unfinished" in text and f"gdna resume {name}" in text, tail(log)
+    assert f"sweep {name}: INTERRUPTED after" in text and "unfinished" in text and f"gdna resume {name}" in text, tail(log)
     done_before = finished(train_dir)
     st = json.loads((sweep_dir / "stages.json").read_text()) if (sweep_dir / "stages.json").exists() else {}
     assert st.get("finetune", {}).get("status") != "done"
