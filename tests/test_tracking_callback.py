@@ -48,3 +48,19 @@ def test_an_uninterrupted_trial_logs_each_step_once(tmp_path):
     cb.on_trial_result(0, [], trial, {**history[1], "final": True, "status": "finished", "checkpoint_path": str(ck)})
     rid = tracker.find_trial_run("finetune", "k0")
     assert [m.step for m in tracker.client.get_metric_history(rid, "val_acc")] == [1, 2]
+
+
+def test_a_long_description_is_cut_at_a_paragraph_and_kept_whole_by_mlflow(tmp_path):
+    """MLflow cuts a tag value over its limit mid-line (with a warning); gdna cuts at a paragraph and
+    says where the rest is, so what MLflow stores is exactly what gdna wrote."""
+    from gdna.tracking import NOTE_TAG, fit_note
+
+    tracker, _ = _callback(tmp_path)
+    text = "\n\n".join(f"paragraph {i}: " + "acgt" * 80 for i in range(60))  # ~20,000 characters
+    note = fit_note(text)
+    assert len(note) < len(text) and note.endswith("`summary.md` of the `analysis` run)")
+    assert note.split("\n\n")[-2] == text.split("\n\n")[len(note.split("\n\n")) - 2]  # whole paragraphs
+    rid = tracker.stage_run("finetune")
+    tracker.client.set_tag(rid, NOTE_TAG, note)
+    assert tracker.client.get_run(rid).data.tags[NOTE_TAG] == note
+    assert fit_note("short") == "short"

@@ -35,6 +35,7 @@ from gdna.analysis import baselines as bl
 from gdna.analysis import degenerate, plots, sensitivity, significance, tables
 from gdna.analysis import importance as imp
 from gdna.analysis import scaling
+from gdna.tracking import NOTE_TAG, fit_note
 from gdna.registry import ARCHITECTURES, STRATEGIES
 
 METHOD_NOTE = (
@@ -193,7 +194,7 @@ def log_to_mlflow(tracking_uri: str, experiment_id: str, sweep_name: str, output
         run_id = client.create_run(experiment_id, run_name="analysis", tags={
             "gdna.role": "analysis", "gdna.sweep": sweep_name}).info.run_id
     client.log_artifacts(run_id, str(outputs.out_dir))
-    client.set_tag(run_id, "mlflow.note.content", outputs.summary[:60000])
+    client.set_tag(run_id, NOTE_TAG, fit_note(outputs.summary))
     metrics = outputs.metrics or {"n_runs": outputs.n_runs, "n_excluded": outputs.n_excluded}
     for key, value in metrics.items():
         client.log_metric(run_id, key, float(value))

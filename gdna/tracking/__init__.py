@@ -271,6 +271,20 @@ def stage_description(sweep: str, stage: str, description: str = "") -> str:
     return f"Stage **{stage}** of sweep {sweep}: its child runs are the {what}." + (f" Sweep: {description}" if description else "")
 
 
+def fit_note(text: str, experiment: bool = False) -> str:
+    """A description cut to what MLflow keeps in a run (or experiment) tag (it truncates longer values
+    mid-line with a warning): whole paragraphs, then a line saying where the rest is."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+    limit = MAX_EXPERIMENT_TAG_VAL_LENGTH if experiment else MAX_TAG_VAL_LENGTH
+    if len(text) <= limit:
+        return text
+    tail = "\n\n… (cut to fit MLflow's description limit: the whole text is `summary.md` of the `analysis` run)"
+    head = text[:limit - len(tail)]
+    cut = head.rfind("\n\n")
+    return (head[:cut] if cut > 0 else head) + tail
+
+
 def with_analysis(note: str | None, analysis: str) -> str:
     """`note` with its analysis part (after ANALYSIS_MARK) replaced by `analysis`."""
     return (note or "").split(ANALYSIS_MARK)[0] + ANALYSIS_MARK + analysis
@@ -281,12 +295,12 @@ def describe_with_analysis(client, experiment_id: str, sweep: str, analysis: str
     description, replacing an earlier analysis part; marks the experiment as model training."""
     exp = client.get_experiment(experiment_id)
     note = exp.tags.get(NOTE_TAG) or experiment_description(sweep)
-    client.set_experiment_tag(experiment_id, NOTE_TAG, with_analysis(note, analysis)[:60000])
+    client.set_experiment_tag(experiment_id, NOTE_TAG, fit_note(with_analysis(note, analysis), experiment=True))
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     for run in client.search_runs([experiment_id], "tags.`gdna.role` = 'stage'", max_results=100):
         stage = run.data.tags.get("gdna.stage", run.info.run_name)
         note = run.data.tags.get(NOTE_TAG) or stage_description(sweep, stage)
-        client.set_tag(run.info.run_id, NOTE_TAG, with_analysis(note, analysis)[:60000])
+        client.set_tag(run.info.run_id, NOTE_TAG, fit_note(with_analysis(note, analysis)))
 
 
 def runs_table_url(base_url: str, tracking_uri: str, sweep: str) -> str:
