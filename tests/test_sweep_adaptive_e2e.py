@@ -111,7 +111,7 @@ def test_adaptive_asha_sweep_sigint_resume(tmp_path, data_root):
         assert len(after) == 3 and after[:len(lrs)] == lrs, (cell, lrs, after)
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # summary, status, analysis
-    assert " stopped " in text and "stage finetune: 12 trials, 0 errored" in text, tail(log)
+    assert " stopped " in text and "stage finetune: 12 of 12 trials done, 0 errored" in text, tail(log)
     st = json.loads(subprocess.run([*gdna_cmd(), "status", name, "--storage", str(storage), "--json"], capture_output=True,
                                    text=True, cwd=REPO, env=env).stdout)["stages"]["finetune"]
     assert st["state"] == "done" and st["stopped"] == statuses["stopped"] and st["done"] == 12
