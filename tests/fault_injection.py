@@ -2,8 +2,8 @@
 
 `FailingRuntime` wraps the runtime the loop reports through (gdna.train.runtime): after the report (and its
 checkpoint) of epoch/step `fail_after` it raises `InjectedFailure`, once per marker file. The loop itself
-has no hook: production code never checks a flag. Ray workers get this module by value (cloudpickle), so
-they need no `tests` package on their path.
+has no hook: production code never checks a flag. Ray workers get this module by value (the pip cloudpickle
+and Ray's own vendored one, which Ray Train and Tune use), so they need no `tests` package on their path.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import ray.cloudpickle as ray_cloudpickle
 
 from gdna.train.loop import run
 from gdna.train.runtime import Runtime
@@ -70,4 +71,5 @@ def failing_loop_per_worker(config: dict) -> None:
     run_failing(config, RayRuntime())
 
 
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+for _pickler in (cloudpickle, ray_cloudpickle):
+    _pickler.register_pickle_by_value(sys.modules[__name__])

@@ -161,9 +161,6 @@ def test_relaunch_refuses_and_status(sweep1, data_root):
     assert "http://127.0.0.1:5123" in u.stdout and "--backend-store-uri sqlite:///" in u.stdout
 
 
-# in make reliability: issue 16's open gap makes it fail now and then (a Train checkpoint on disk that
-# the killed driver's Train controller had not recorded yet: the trial resumes from an older one)
-@pytest.mark.reliability
 def test_kill_and_resume(sweep1, data_root):
     from gdna.train.trainer import count_training_starts, read_events
 

@@ -114,11 +114,10 @@ def failing_inline(config, resolver, resources, train_storage, marker):
                loop=run_failing, fail_after=1, fail_marker=marker)
 
 
-# Ray workers cannot import the tests: this module and the fault injection travel by value (Tune's
-# with_parameters pickles with Ray's own cloudpickle)
+# Ray workers cannot import the tests: this module travels by value (Tune's with_parameters pickles
+# with Ray's own cloudpickle), as does the fault injection (registered where it is defined)
 for _pickler in (cloudpickle, ray_cloudpickle):
-    for _mod in (sys.modules[__name__], sys.modules[run_failing.__module__]):
-        _pickler.register_pickle_by_value(_mod)
+    _pickler.register_pickle_by_value(sys.modules[__name__])
 
 
 def cls_trial(data_root, arch="transformer", **train) -> TrialConfig:

@@ -2,6 +2,7 @@
 name after a crash (bit-exact vs the uninterrupted run), re-report of a finished run, `gdna train`."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from fault_injection import failing_loop_per_worker
 from gdna.config import ResourcesConfig, TrialConfig
 from gdna.train import build_trainer, count_training_starts, read_events
+from gdna.train.trainer import run_trial
 from gdna.train import checkpoint as C
 from gdna.train.loop import run
 from gdna.train.runtime import LocalRuntime
@@ -88,6 +90,54 @@ def test_resume_by_name_after_crash_is_bit_exact_and_finished_run_rereports(ray_
     again = build_trainer(t, res, "cut", str(tmp_path)).fit().metrics
     assert drop(again) == drop(ref)
     assert count_training_starts(str(tmp_path), "cut") == 2
+
+
+def _forget_newest_checkpoint(run_dir) -> str:
+    """Put the run's checkpoint manager snapshot back to what Train wrote before it recorded the newest
+    checkpoint (the state a driver or worker killed between a worker's upload and the controller's record
+    leaves); the checkpoint itself stays on disk. Returns its name."""
+    path = run_dir / "checkpoint_manager_snapshot.json"
+    snap = json.loads(path.read_text())
+    newest = max(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    keep = [i for i, r in enumerate(snap["checkpoint_results"]) if r["checkpoint_dir_name"] != newest]
+    snap["checkpoint_report_indices"] = [snap["checkpoint_report_indices"][i] for i in keep]
+    snap["checkpoint_results"] = [snap["checkpoint_results"][i] for i in keep]
+    snap["latest_checkpoint_result"] = snap["checkpoint_results"][-1] if keep else None
+    snap["validated_checkpoint_dir_names"] = [n for n in snap["validated_checkpoint_dir_names"] if n != newest]
+    path.write_text(json.dumps(snap))
+    return newest
+
+
+@pytest.mark.parametrize("record", ["stale", "missing"])
+def test_resume_starts_from_a_checkpoint_train_never_recorded(ray_session, tmp_path, data_root, record):
+    """A worker uploads its checkpoint before Train's controller records it in the run's snapshot: a kill
+    in between leaves a newer checkpoint on storage than the snapshot names (stale), or one and no snapshot
+    at all (missing). A new trainer of the same run resumes from that newest checkpoint, ends bit-exactly
+    like the uninterrupted run, and leaves only the checkpoints Train keeps."""
+    t = trial(data_root, epochs=3)
+    res = ResourcesConfig(workers_per_trial=1, cpus_per_worker=1.0, max_failures=0)
+    torch.set_num_threads(1)
+    ref = run({"trial": t.to_dict()}, LocalRuntime(tmp_path / "ref"))
+    marker = str(tmp_path / "marker")
+    with pytest.raises(Exception, match="injected failure after epoch 2"):
+        build_trainer(t, res, "lost", str(tmp_path), loop=failing_loop_per_worker, fail_after=2,
+                      fail_marker=marker).fit()
+    run_dir = tmp_path / "lost"
+    if record == "stale":
+        newest = _forget_newest_checkpoint(run_dir)
+    else:
+        newest = max(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir())
+        (run_dir / "checkpoint_manager_snapshot.json").unlink()
+    assert C.load_state(run_dir / newest)["epoch"] == 2
+    got = run_trial(t, res, "lost", str(tmp_path))
+    drop = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_train_s")}
+    assert drop(got) == drop(ref)
+    starts = [e for e in read_events(str(tmp_path), "lost") if e["event"] == "start"]
+    assert [e["resumed_from"] for e in starts] == [None, 2]
+    # the unrecorded checkpoint is pruned once the run finished: what is left is what Train keeps
+    left = sorted(p.name for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    snap = (run_dir / "checkpoint_manager_snapshot.json").read_text()
+    assert newest not in left and 1 <= len(left) <= 2 and all(n in snap for n in left), (left, newest)
 
 
 def test_gdna_train_cli(ray_session, tmp_path, data_root, capsys):

@@ -91,7 +91,7 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
         _write_marker(marker, run_inline(trial, from_dict(ResourcesConfig, resources), key, train_storage))
         return
     from gdna.cluster.nodes import report_callbacks
-    from gdna.train.trainer import build_trainer
+    from gdna.train.trainer import build_trainer, prune_unrecorded_checkpoints
 
     trainer = build_trainer(  # TuneReportCallback + the nodes the driver and workers run on
         trial, from_dict(ResourcesConfig, resources), name=key, storage_path=train_storage,
@@ -100,6 +100,7 @@ def trainable(config: dict, resolver: Resolver, resources: dict, train_storage: 
     result = trainer.fit()
     if getattr(result, "error", None) is not None:
         raise result.error
+    prune_unrecorded_checkpoints(train_storage, key)
     metrics = dict(result.metrics or {})
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     if getattr(result, "checkpoint", None) is not None:

@@ -69,6 +69,16 @@ def load_state(directory: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def progress(directory: str | os.PathLike) -> tuple[int, int] | None:
+    """How far the checkpoint in `directory` got: (done, optimizer steps); None when it does not load
+    (torn by a kill mid-copy, deleted meanwhile, another format)."""
+    try:
+        st = load_state(directory)
+    except Exception:  # noqa: BLE001 - any unreadable state
+        return None
+    return (int(bool(st.get("done"))), int(st.get("step", 0)))
+
+
 def older_checkpoints(path: str | os.PathLike) -> list[Path]:
     """The run's other checkpoints older than `path` (siblings named checkpoint_*, whose names sort by
     age: Train's timestamps, Tune's and LocalRuntime's counters), newest first."""

@@ -75,8 +75,45 @@ class RayRuntime(Runtime):
 
     @contextlib.contextmanager
     def resume_dir(self) -> Iterator[str | None]:
-        with _local_dir(self._train.get_checkpoint()) as d:
-            yield d
+        """The furthest complete checkpoint of this run: Train's latest (from the run's checkpoint manager
+        snapshot, or kept across `max_failures` retries) or one further on in the run directory that Train's
+        controller never recorded. A worker uploads its checkpoint before the controller processes the
+        report and saves its snapshot; a driver or worker killed in between leaves that newer checkpoint on
+        storage, and trusting only `get_checkpoint()` would train its epochs again. Every rank decides by
+        itself from the same listing and the same files (no collective), so all ranks resume alike."""
+        from gdna.train.checkpoint import progress
+
+        train_ckpt = self._train.get_checkpoint()
+        train_name = _base_name(train_ckpt.path) if train_ckpt is not None else ""
+        with contextlib.ExitStack() as stack:
+            # Train's own and every later one (an unrecorded one is newer: names are upload timestamps)
+            candidates = [c for c in self._run_checkpoints() if _base_name(c.path) >= train_name]
+            best, best_p, newest = None, None, None
+            for ckpt in candidates:
+                d = stack.enter_context(ckpt.as_directory())  # local storage: the directory itself
+                newest = d
+                p = progress(d)
+                if p is None:
+                    continue  # the loop's fallback reports unreadable ones when nothing better exists
+                if best_p is None or p >= best_p:
+                    best, best_p = d, p
+            if best is None and train_ckpt is not None:
+                best = stack.enter_context(train_ckpt.as_directory())
+            yield best or newest
+
+    def _run_checkpoints(self) -> list:
+        """This run's `checkpoint_*` directories on its storage, oldest first (names are timestamps)."""
+        import pyarrow.fs
+        from ray.train import Checkpoint
+
+        fs = self._storage.storage_filesystem
+        try:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(self._storage.experiment_fs_path, allow_not_found=True))
+        except OSError:
+            return []
+        dirs = sorted((i for i in infos if i.type == pyarrow.fs.FileType.Directory
+                       and i.base_name.startswith("checkpoint_")), key=lambda i: i.base_name)
+        return [Checkpoint(path=i.path, filesystem=fs) for i in dirs]
 
     def log_event(self, event: dict[str, Any]) -> None:
         import pyarrow.fs
@@ -156,7 +193,7 @@ class TuneRuntime(Runtime):
         driver saves its experiment state only every ≥ 10 s: a driver killed in between restores the trial
         from an older checkpoint, or regenerates it afresh in a new trial directory. The newer checkpoint
         is on disk already (local or shared filesystems), and the trial's events say where."""
-        from gdna.train.checkpoint import load_state
+        from gdna.train.checkpoint import progress
 
         paths: list[Path] = []
         for e in read_events(str(self.run_dir.parent), self.run_dir.name)[::-1]:
@@ -168,13 +205,6 @@ class TuneRuntime(Runtime):
                     break
             if len(paths) >= CHECKPOINTS_SCANNED:
                 break
-
-        def progress(d: Path) -> tuple[int, int] | None:
-            try:
-                st = load_state(d)
-            except Exception:  # noqa: BLE001 - torn by a kill mid-copy, or deleted meanwhile
-                return None
-            return (int(bool(st.get("done"))), int(st.get("step", 0)))
 
         tune_dir = Path(tune_path).resolve() if tune_path and Path(tune_path).is_dir() else None
         best, best_p = None, progress(tune_dir) if tune_dir else None
@@ -278,6 +308,10 @@ class LocalRuntime(Runtime):
 
     def log_event(self, event: dict[str, Any]) -> None:
         append_line(self.run_dir / EVENTS_FILE, json.dumps(event, sort_keys=True) + "\n")
+
+
+def _base_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 @contextlib.contextmanager

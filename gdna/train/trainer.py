@@ -21,6 +21,7 @@ from gdna.train.events import EVENTS_FILE, count_training_starts, read_events, r
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.2"
 CHECKPOINTS_TO_KEEP = 2
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Train V2's checkpoint manager state, in the run dir
 
 
 def resolve_trial(trial: TrialConfig) -> TrialConfig:
@@ -91,6 +92,47 @@ def build_trainer(
     )
 
 
+def prune_unrecorded_checkpoints(storage_path: str, name: str) -> list[str]:
+    """After a run's `fit()` returned: delete its `checkpoint_*` directories that Train's checkpoint manager
+    does not hold (uploaded by a worker killed before the controller recorded them; a resume may have
+    started from one: `RayRuntime.resume_dir`). Train deletes only those it recorded (`num_to_keep`), so
+    without this they would stay for good. Returns the names deleted."""
+    import json
+
+    import pyarrow.fs
+
+    if "://" in str(storage_path):
+        fs, base = pyarrow.fs.FileSystem.from_uri(str(storage_path))
+    else:
+        fs, base = pyarrow.fs.LocalFileSystem(), str(Path(storage_path).expanduser().resolve())
+    run = f"{base.rstrip('/')}/{name}"
+    try:
+        with fs.open_input_stream(f"{run}/{SNAPSHOT_FILE}") as f:
+            snapshot = json.loads(f.read())
+    except (OSError, ValueError):
+        return []  # no snapshot (nothing recorded, or unreadable): nothing is known to be unrecorded
+    recorded = set(_checkpoint_names(snapshot))
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
+    gone = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                  and i.base_name.startswith("checkpoint_") and i.base_name not in recorded)
+    for n in gone:
+        fs.delete_dir(f"{run}/{n}")
+    return gone
+
+
+def _checkpoint_names(obj: Any) -> Iterable[str]:
+    """Every checkpoint directory name a checkpoint manager snapshot refers to."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "checkpoint_dir_name" and isinstance(v, str):
+                yield v
+            else:
+                yield from _checkpoint_names(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from ([v] if isinstance(v, str) and v.startswith("checkpoint_") else _checkpoint_names(v))
+
+
 def run_trial(
     trial: TrialConfig, resources: ResourcesConfig, name: str, storage_path: str, *, verbose: bool = False,
     callbacks: Iterable[Any] = (), log_level: str | None = None,
@@ -98,4 +140,5 @@ def run_trial(
     """Run (or resume) one trial through TorchTrainer, without Tune; returns the final metrics."""
     trainer = build_trainer(trial, resources, name, storage_path, callbacks, verbose=verbose, log_level=log_level)
     result = trainer.fit()
+    prune_unrecorded_checkpoints(storage_path, name)
     return dict(result.metrics or {})
