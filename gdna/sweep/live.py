@@ -79,12 +79,16 @@ def console() -> Console:
 
 @contextlib.contextmanager
 def ray_output(log_path: Path, verbose: int, out: TextIO = sys.stdout) -> Iterator[TextIO]:
-    """Route fd 1 and 2 to `log_path` (verbose < 2) for the block; yields the stream gdna prints to."""
+    """Route fd 1 and 2 to `log_path` (verbose < 2) for the block; yields the stream gdna prints to.
+    Writes to sys.stdout / sys.stderr (Ray's and libraries' output) never raise meanwhile: the log may
+    sit on a full disk, and the sweep must still stop cleanly (`_BestEffort`)."""
     global _console
     show = verbose >= 2
     fd = _fileno(out)
     saved: list[int] = []
     term = out
+    std = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _BestEffort(sys.stdout), _BestEffort(sys.stderr)
     try:
         if not show:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,7 @@ def ray_output(log_path: Path, verbose: int, out: TextIO = sys.stdout) -> Iterat
             with contextlib.suppress(Exception):
                 _console.stream.flush()
         _console = None
+        sys.stdout, sys.stderr = std
         if saved:
             for s in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
@@ -119,6 +124,26 @@ def ray_output(log_path: Path, verbose: int, out: TextIO = sys.stdout) -> Iterat
             if term is not out:
                 with contextlib.suppress(Exception):
                     term.close()
+
+
+class _BestEffort:
+    """A std stream whose writes never raise OSError (it goes to ray.log, which may sit on a full disk)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        try:
+            return self._stream.write(s)
+        except OSError:
+            return len(s)
+
+    def flush(self):
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _fileno(s: Any) -> int | None:

@@ -14,7 +14,6 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import time
@@ -68,7 +67,7 @@ class SweepRunner:
         if self.spec.verbose < 2:
             print(f"Ray's own output (warnings, status tables): {log} (verbose: 2 shows it here)", file=self.out, flush=True)
         caller_out = self.out
-        with live.ray_output(log, self.spec.verbose, self.out) as self.out, best_effort_std_streams():  # fd 1/2 → ray.log
+        with live.ray_output(log, self.spec.verbose, self.out) as self.out:  # fd 1/2 → ray.log
             try:
                 ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
                 take_stop_signals()  # (ray.init replaced our SIGTERM handler with one that aborts)
@@ -328,36 +327,6 @@ class StorageGuard(Callback):
                 stop(signal.SIGUSR1, None)
             else:  # Tune not in the main thread: no graceful stop to ask for
                 raise StorageFullError(storage_full_message(cls.storage, cls.name, free))
-
-
-class _BestEffort:
-    """A std stream whose writes never raise OSError (it goes to ray.log, which may sit on a full disk)."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, s):
-        try:
-            return self._stream.write(s)
-        except OSError:
-            return len(s)
-
-    def flush(self):
-        with contextlib.suppress(OSError):
-            self._stream.flush()
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-@contextlib.contextmanager
-def best_effort_std_streams():
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _BestEffort(sys.stdout), _BestEffort(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved
 
 
 def _not_created(exp: Path, n_results: int, total: int, search_alg_used: bool) -> int:
