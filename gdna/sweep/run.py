@@ -14,6 +14,7 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -190,7 +191,9 @@ class SweepRunner:
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=mode, num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
                     max_concurrent_trials=ray_env.max_concurrent(r),
-                    reuse_actors=inline,  # inline: the next trial runs in the finished one's process
+                    # inline: the next trial runs in the finished one's process. Not for TorchTrainer trials:
+                    # Tune may cache a stopped trial's process while its fit() still trains on
+                    reuse_actors=inline,
                 ),
                 run_config=tune.RunConfig(
                     name=stage, storage_path=str(self.dir / "tune"),
@@ -322,9 +325,8 @@ class StorageGuard(Callback):
         if free < stop_free_bytes():
             cls.full = free
             release_space(cls.sweep_dir)
-            stop = signal.getsignal(signal.SIGUSR1)  # Tune's stop handler (also its SIGINT one) while it runs
-            if callable(stop):
-                stop(signal.SIGUSR1, None)
+            if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's stop handlers are in place while it runs
+                os.kill(os.getpid(), signal.SIGINT)  # Tune's documented manual stop, as Ctrl-C sends it
             else:  # Tune not in the main thread: no graceful stop to ask for
                 raise StorageFullError(storage_full_message(cls.storage, cls.name, free))
 
