@@ -14,11 +14,14 @@ experiments, restored with resume_errored=True), train/ (Train runs), mlflow.db 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 from ray.tune import Callback
@@ -70,7 +73,9 @@ class SweepRunner:
         caller_out = self.out
         with live.ray_output(log, self.spec.verbose, self.out) as self.out:  # fd 1/2 → ray.log
             try:
+                tracking = _open_meanwhile(lambda: self.tracker.experiment_id)  # a new sqlite store's schema: ~2.5 s
                 ray_env.init_ray(self.spec.ray_address, self.spec.verbose)
+                tracking.join()
                 take_stop_signals()  # (ray.init replaced our SIGTERM handler with one that aborts)
                 try:
                     ok = True
@@ -295,6 +300,18 @@ class SweepRunner:
         for e in self.errors:
             print(f"  error: {e}", file=self.out)
         self.out.flush()
+
+
+def _open_meanwhile(first_use: Callable[[], Any]) -> threading.Thread:
+    """Run `first_use` in a thread (join it before relying on it). A failure is left for the next use
+    to raise again, where the caller handles it."""
+    def quietly() -> None:
+        with contextlib.suppress(Exception):
+            first_use()
+
+    t = threading.Thread(target=quietly, name="gdna-open-tracking", daemon=True)
+    t.start()
+    return t
 
 
 class StorageGuard(Callback):
