@@ -102,7 +102,10 @@ def prune_unrecorded_checkpoints(storage_path: str, name: str) -> list[str]:
     import pyarrow.fs
 
     if "://" in str(storage_path):
-        fs, base = pyarrow.fs.FileSystem.from_uri(str(storage_path))
+        try:
+            fs, base = pyarrow.fs.FileSystem.from_uri(str(storage_path))
+        except (OSError, ValueError):
+            return []
     else:
         fs, base = pyarrow.fs.LocalFileSystem(), str(Path(storage_path).expanduser().resolve())
     run = f"{base.rstrip('/')}/{name}"
@@ -112,11 +115,15 @@ def prune_unrecorded_checkpoints(storage_path: str, name: str) -> list[str]:
     except (OSError, ValueError):
         return []  # no snapshot (nothing recorded, or unreadable): nothing is known to be unrecorded
     recorded = set(_checkpoint_names(snapshot))
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
-    gone = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
-                  and i.base_name.startswith("checkpoint_") and i.base_name not in recorded)
-    for n in gone:
-        fs.delete_dir(f"{run}/{n}")
+    gone: list[str] = []
+    try:  # housekeeping: a storage error here must not fail a run that trained fine
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(run, allow_not_found=True))
+        for n in sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                        and i.base_name.startswith("checkpoint_") and i.base_name not in recorded):
+            fs.delete_dir(f"{run}/{n}")
+            gone.append(n)
+    except OSError:
+        pass
     return gone
 
 
