@@ -64,15 +64,22 @@ def test_two_worker_ddp_learns_and_retries_from_checkpoint(ray_session, tmp_path
     assert len([p for p in (tmp_path / "ddp").glob("checkpoint_*") if p.is_dir()]) <= 2  # num_to_keep
 
 
-def test_resume_by_name_after_crash_is_bit_exact_and_finished_run_rereports(ray_session, tmp_path, data_root):
+def _reference_then_crash(data_root, tmp_path, name: str, epoch: int):
+    """A 3-epoch 1-worker trial: its uninterrupted reference in-process (the same loop, one thread like
+    the Ray worker), then run `name` through a TorchTrainer that crashes after `epoch` (max_failures 0)."""
     t = trial(data_root, epochs=3)
     res = ResourcesConfig(workers_per_trial=1, cpus_per_worker=1.0, max_failures=0)
-    # the uninterrupted reference runs in-process: the same loop, one thread like the Ray worker
     torch.set_num_threads(1)
     ref = run({"trial": t.to_dict()}, LocalRuntime(tmp_path / "ref"))
     marker = str(tmp_path / "marker")
-    with pytest.raises(Exception, match="injected failure after epoch 1"):
-        build_trainer(t, res, "cut", str(tmp_path), loop=failing_loop_per_worker, fail_after=1, fail_marker=marker).fit()
+    with pytest.raises(Exception, match=f"injected failure after epoch {epoch}"):
+        build_trainer(t, res, name, str(tmp_path), loop=failing_loop_per_worker, fail_after=epoch,
+                      fail_marker=marker).fit()
+    return t, res, ref, marker
+
+
+def test_resume_by_name_after_crash_is_bit_exact_and_finished_run_rereports(ray_session, tmp_path, data_root):
+    t, res, ref, marker = _reference_then_crash(data_root, tmp_path, "cut", epoch=1)
     assert count_training_starts(str(tmp_path), "cut") == 1
     # a NEW trainer with the same name resumes from the run's latest checkpoint (epoch 1)
     got = build_trainer(t, res, "cut", str(tmp_path), loop=failing_loop_per_worker, fail_after=1,
@@ -114,14 +121,7 @@ def test_resume_starts_from_a_checkpoint_train_never_recorded(ray_session, tmp_p
     in between leaves a newer checkpoint on storage than the snapshot names (stale), or one and no snapshot
     at all (missing). A new trainer of the same run resumes from that newest checkpoint, ends bit-exactly
     like the uninterrupted run, and leaves only the checkpoints Train keeps."""
-    t = trial(data_root, epochs=3)
-    res = ResourcesConfig(workers_per_trial=1, cpus_per_worker=1.0, max_failures=0)
-    torch.set_num_threads(1)
-    ref = run({"trial": t.to_dict()}, LocalRuntime(tmp_path / "ref"))
-    marker = str(tmp_path / "marker")
-    with pytest.raises(Exception, match="injected failure after epoch 2"):
-        build_trainer(t, res, "lost", str(tmp_path), loop=failing_loop_per_worker, fail_after=2,
-                      fail_marker=marker).fit()
+    t, res, ref, _ = _reference_then_crash(data_root, tmp_path, "lost", epoch=2)
     run_dir = tmp_path / "lost"
     if record == "stale":
         newest = _forget_newest_checkpoint(run_dir)
