@@ -79,6 +79,17 @@ def progress(directory: str | os.PathLike) -> tuple[int, int] | None:
     return (int(bool(st.get("done"))), int(st.get("step", 0)))
 
 
+def furthest(directories: list[str]) -> str | None:
+    """The checkpoint that got furthest (`progress`), the first of equals in the given order; None when
+    none loads."""
+    best, best_p = None, None
+    for d in directories:
+        p = progress(d)
+        if p is not None and (best_p is None or p > best_p):
+            best, best_p = d, p
+    return best
+
+
 def older_checkpoints(path: str | os.PathLike) -> list[Path]:
     """The run's other checkpoints older than `path` (siblings named checkpoint_*, whose names sort by
     age: Train's timestamps, Tune's and LocalRuntime's counters), newest first."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,25 +82,19 @@ class RayRuntime(Runtime):
         report and saves its snapshot; a driver or worker killed in between leaves that newer checkpoint on
         storage, and trusting only `get_checkpoint()` would train its epochs again. Every rank decides by
         itself from the same listing and the same files (no collective), so all ranks resume alike."""
-        from gdna.train.checkpoint import progress
+        from gdna.train.checkpoint import furthest
 
         train_ckpt = self._train.get_checkpoint()
-        train_name = _base_name(train_ckpt.path) if train_ckpt is not None else ""
+        train_name = posixpath.basename(train_ckpt.path) if train_ckpt is not None else ""
+        # Train's own and every later one (an unrecorded one is newer: names are upload timestamps), newest first
+        candidates = [c for c in self._run_checkpoints() if posixpath.basename(c.path) >= train_name][::-1] or (
+            [train_ckpt] if train_ckpt is not None else [])
         with contextlib.ExitStack() as stack:
-            # Train's own and every later one (an unrecorded one is newer: names are upload timestamps)
-            candidates = [c for c in self._run_checkpoints() if _base_name(c.path) >= train_name]
-            best, best_p, newest = None, None, None
-            for ckpt in candidates:
-                d = stack.enter_context(ckpt.as_directory())  # local storage: the directory itself
-                newest = d
-                p = progress(d)
-                if p is None:
-                    continue  # the loop's fallback reports unreadable ones when nothing better exists
-                if best_p is None or p >= best_p:
-                    best, best_p = d, p
-            if best is None and train_ckpt is not None:
-                best = stack.enter_context(train_ckpt.as_directory())
-            yield best or newest
+            dirs = [stack.enter_context(c.as_directory()) for c in candidates]  # local storage: the directories
+            # one candidate (the usual case) is the loop's to load; with more, the furthest that loads, else
+            # Train's own (the oldest), for the loop's fallback to report as unreadable and go back from
+            fallback = (dirs[-1] if train_ckpt is not None else dirs[0]) if dirs else None
+            yield (furthest(dirs) if len(dirs) > 1 else None) or fallback
 
     def _run_checkpoints(self) -> list:
         """This run's `checkpoint_*` directories on its storage, oldest first (names are timestamps)."""
@@ -193,7 +188,7 @@ class TuneRuntime(Runtime):
         driver saves its experiment state only every ≥ 10 s: a driver killed in between restores the trial
         from an older checkpoint, or regenerates it afresh in a new trial directory. The newer checkpoint
         is on disk already (local or shared filesystems), and the trial's events say where."""
-        from gdna.train.checkpoint import progress
+        from gdna.train.checkpoint import furthest
 
         paths: list[Path] = []
         for e in read_events(str(self.run_dir.parent), self.run_dir.name)[::-1]:
@@ -207,14 +202,9 @@ class TuneRuntime(Runtime):
                 break
 
         tune_dir = Path(tune_path).resolve() if tune_path and Path(tune_path).is_dir() else None
-        best, best_p = None, progress(tune_dir) if tune_dir else None
-        for d in paths:
-            if tune_dir is not None and d.resolve() == tune_dir:
-                continue
-            p = progress(d)
-            if p is not None and (best_p is None or p > best_p):
-                best, best_p = str(d), p
-        return best
+        # Tune's first: an equal one further down is no better
+        best = furthest(([str(tune_dir)] if tune_dir else []) + [str(d) for d in paths])
+        return None if best is None or (tune_dir is not None and Path(best).resolve() == tune_dir) else best
 
 
 # how many of a trial's most recent logged checkpoints an inline resume considers
@@ -308,10 +298,6 @@ class LocalRuntime(Runtime):
 
     def log_event(self, event: dict[str, Any]) -> None:
         append_line(self.run_dir / EVENTS_FILE, json.dumps(event, sort_keys=True) + "\n")
-
-
-def _base_name(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 @contextlib.contextmanager
